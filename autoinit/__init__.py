@@ -1,0 +1,45 @@
+"""autoinit: find the weight initializer and activation that make your network train best.
+
+Example:
+    >>> from autoinit import recommend                      # doctest: +SKIP
+    >>> rec = recommend(model_fn, train_loader, n_trials=40)
+    >>> model = rec.build(model_fn)
+"""
+
+__version__ = "0.1.0"
+
+from autoinit.activations import (
+    create_activation,
+    get_activation,
+    list_activations,
+    register_activation,
+)
+from autoinit.apply import apply, build
+from autoinit.errors import AutoinitError, ConfigError, DataError, StorageError
+from autoinit.initializers import get_initializer, list_initializers, register_initializer
+from autoinit.monitor import Diverged, DivergenceGuard
+from autoinit.search import search
+from autoinit.space import PYTORCH_DEFAULT, Config, suggest
+
+__all__ = [
+    "__version__",
+    "AutoinitError",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "Diverged",
+    "DivergenceGuard",
+    "PYTORCH_DEFAULT",
+    "StorageError",
+    "apply",
+    "build",
+    "create_activation",
+    "get_activation",
+    "get_initializer",
+    "list_activations",
+    "list_initializers",
+    "register_activation",
+    "register_initializer",
+    "search",
+    "suggest",
+]

@@ -1,0 +1,219 @@
+"""Divergence detection for any training loop, and the step-0 signal probe.
+
+:class:`DivergenceGuard` is checked after ``loss.backward()`` and before ``optimizer.step()``,
+the point where skorch calls ``on_grad_computed``. It raises :class:`Diverged`, an
+``optuna.TrialPruned``, at once when:
+
+- the loss or the gradient norm is non-finite (``non-finite``);
+- the global gradient norm exceeds ``max_grad_norm``, or the loss exceeds ``max_loss``
+  (``exploding``: catches a 20-layer ReLU net with N(0, 1) weights at step 0, whose gradient
+  norm is ~1e16 and which Adam never turns into NaN);
+- the gradient norm grows more than ``growth_factor`` times over its first value (``exploding``:
+  catches a too-large learning rate a few steps in);
+- the first layer's gradient norm stays below ``vanish_floor`` for ``vanish_patience`` steps
+  (``vanishing``: deep sigmoid nets).
+
+:func:`check_symmetry` catches the last failure mode before training: hidden units with identical
+weights (``zeros`` init) get identical updates forever (``symmetric``).
+
+The guard keeps its curves in memory and never touches storage in the loop; it writes the reason
+to ``trial.user_attrs`` once, when it fires.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import optuna
+import torch
+from torch import nn
+
+from autoinit import records
+
+NamedParams = Iterable[tuple[str, nn.Parameter]]
+
+
+class Diverged(optuna.TrialPruned):
+    """A trial stopped by the guard; ``kind`` is one of :data:`records.PRUNE_KINDS`."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+class DivergenceGuard:
+    """Raise :class:`Diverged` as soon as a training run's gradients blow up or die out.
+
+    Args:
+        max_grad_norm: absolute bound on the global gradient norm.
+        max_loss: absolute bound on the loss (e.g. ``100 * ln(classes)``); ``None`` for none.
+        growth_factor: prune when the norm exceeds this multiple of its first finite value.
+        vanish_floor: the first layer's gradient norm below this counts as vanished...
+        vanish_patience: ...when it stays there for this many consecutive steps.
+        trial: if given, the reason is stored on it (``prune_kind``, ``prune_reason``) on firing.
+
+    Example:
+        >>> guard = DivergenceGuard()
+        >>> for x, y in loader:                          # doctest: +SKIP
+        ...     loss = loss_fn(model(x), y)
+        ...     optimizer.zero_grad(); loss.backward()
+        ...     guard.check(loss, model.named_parameters())   # raises Diverged
+        ...     optimizer.step()
+    """
+
+    def __init__(
+        self,
+        *,
+        max_grad_norm: float = 1e5,
+        max_loss: float | None = None,
+        growth_factor: float = 1e3,
+        vanish_floor: float = 1e-8,
+        vanish_patience: int = 5,
+        trial: optuna.Trial | None = None,
+    ) -> None:
+        if not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive but got {max_grad_norm}.")
+        if not growth_factor > 1:
+            raise ValueError(f"growth_factor must be greater than 1 but got {growth_factor}.")
+        if vanish_patience < 1:
+            raise ValueError(f"vanish_patience must be at least 1 but got {vanish_patience}.")
+        self.max_grad_norm = max_grad_norm
+        self.max_loss = max_loss
+        self.growth_factor = growth_factor
+        self.vanish_floor = vanish_floor
+        self.vanish_patience = vanish_patience
+        self.trial = trial
+        self.losses: list[float] = []
+        self.grad_norms: list[float] = []
+        self._reference_norm: float | None = None
+        self._vanished_steps = 0
+
+    @property
+    def step(self) -> int:
+        """Number of steps checked so far."""
+        return len(self.losses)
+
+    def check(self, loss: torch.Tensor | float, named_parameters: NamedParams) -> None:
+        """Record this step's loss and gradient norm; raise :class:`Diverged` if unhealthy."""
+        step = self.step
+        names, grads = _named_grads(named_parameters)
+        norms = torch._foreach_norm(grads) if grads else []
+        total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        first = norms[_first_weight_index(grads)] if norms else torch.zeros(())
+        loss_t = loss.detach().float() if isinstance(loss, torch.Tensor) else torch.tensor(loss)
+        loss_value, total_norm, first_norm = torch.stack([loss_t, total, first]).tolist()
+        self.losses.append(loss_value)
+        self.grad_norms.append(total_norm)
+
+        if not math.isfinite(loss_value):
+            self._fire("non-finite", f"non-finite loss at step {step}: {loss_value}")
+        if not math.isfinite(total_norm):
+            layer = next(n for n, v in zip(names, norms) if not math.isfinite(v.item()))
+            self._fire("non-finite", f"non-finite gradient at step {step} (layer {layer})")
+        if total_norm > self.max_grad_norm:
+            self._fire(
+                "exploding",
+                f"exploding gradient at step {step}: norm {total_norm:.3g} > "
+                f"{self.max_grad_norm:.3g} (worst layer {_worst(names, norms)})",
+            )
+        if self.max_loss is not None and loss_value > self.max_loss:
+            self._fire(
+                "exploding",
+                f"exploding loss at step {step}: {loss_value:.3g} > {self.max_loss:.3g} "
+                f"(gradient norm {total_norm:.3g}, worst layer {_worst(names, norms)})",
+            )
+        if self._reference_norm is None:
+            self._reference_norm = max(total_norm, 1e-6)
+        elif total_norm > self.growth_factor * self._reference_norm:
+            self._fire(
+                "exploding",
+                f"exploding gradient at step {step}: norm {total_norm:.3g} grew "
+                f"{total_norm / self._reference_norm:.3g}x over step 0 "
+                f"(worst layer {_worst(names, norms)})",
+            )
+        self._vanished_steps = self._vanished_steps + 1 if first_norm < self.vanish_floor else 0
+        if self._vanished_steps >= self.vanish_patience:
+            first_name = names[_first_weight_index(grads)]
+            self._fire(
+                "vanishing",
+                f"vanishing gradient at step {step}: first layer ({first_name}) gradient norm "
+                f"{first_norm:.3g} < {self.vanish_floor:.3g} for {self.vanish_patience} steps",
+            )
+
+    def _fire(self, kind: str, reason: str) -> None:
+        raise_diverged(kind, reason, self.trial)
+
+
+def raise_diverged(kind: str, reason: str, trial: optuna.Trial | None = None) -> None:
+    """Store the reason on ``trial`` (two writes, once) and raise :class:`Diverged`."""
+    if trial is not None:
+        trial.set_user_attr(records.PRUNE_KIND, kind)
+        trial.set_user_attr(records.PRUNE_REASON, reason)
+    raise Diverged(kind, reason)
+
+
+def _named_grads(named_parameters: NamedParams) -> tuple[list[str], list[torch.Tensor]]:
+    pairs = [(n, p.grad) for n, p in named_parameters if p.grad is not None]
+    return [n for n, _ in pairs], [g for _, g in pairs]
+
+
+def _first_weight_index(grads: list[torch.Tensor]) -> int:
+    """The earliest matrix-shaped gradient: the input layer's weight."""
+    return next((i for i, g in enumerate(grads) if g.dim() >= 2), 0)
+
+
+def _worst(names: list[str], norms: list[torch.Tensor]) -> str:
+    return names[int(torch.stack(norms).nan_to_num(math.inf).argmax())] if norms else "?"
+
+
+def check_symmetry(model: nn.Module, trial: optuna.Trial | None = None) -> None:
+    """Raise :class:`Diverged` (``symmetric``) when a hidden layer's units all have equal weights.
+
+    Such units receive equal gradients and stay equal: the layer acts as one unit. The output
+    layer is skipped (a single output unit is legitimately alone).
+    """
+    weights = [
+        (name, p) for name, p in model.named_parameters() if p.dim() >= 2 and "weight" in name
+    ]
+    for name, weight in weights[:-1]:
+        rows = weight.detach().flatten(1)
+        if rows.shape[0] > 1 and bool((rows == rows[0]).all()):
+            raise_diverged(
+                "symmetric",
+                f"symmetric weights at step 0: all {rows.shape[0]} units of {name} are "
+                f"identical (value {rows[0, 0].item():.3g}), so they can never differ",
+                trial,
+            )
+
+
+class SignalProbe:
+    """Record each weight layer's output standard deviation on one forward pass.
+
+    Used at step 0 to show how the signal propagates through depth (stored as ``probe``).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers: list[str] = []
+        self.output_std: list[float | None] = []
+        self._handles = [
+            module.register_forward_hook(self._hook(name))
+            for name, module in model.named_modules()
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd))
+        ]
+
+    def _hook(self, name: str):
+        def record(module, inputs, output):
+            if isinstance(output, torch.Tensor) and output.numel() > 1:
+                self.layers.append(name)
+                self.output_std.append(records.finite_or_none(output.detach().float().std()))
+
+        return record
+
+    def remove(self) -> dict[str, list]:
+        """Detach the hooks and return the record."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        return {"layers": self.layers, "output_std": self.output_std}

@@ -1,0 +1,367 @@
+"""``search()``: the one core path that the CLI, the Python API and the benchmarks all take."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+import pickle
+import types
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import optuna
+import torch
+
+from autoinit import __version__, records
+from autoinit import study as studies
+from autoinit.apply import ModelFn, build
+from autoinit.errors import ConfigError
+from autoinit.monitor import DivergenceGuard, check_symmetry
+from autoinit.space import baselines, resolve_space, suggest
+from autoinit.train import Budget, DataLike, TrainingData, prepare_data, run
+
+GUARD_OFF = {"max_grad_norm": math.inf, "growth_factor": math.inf, "vanish_patience": 1 << 62}
+
+
+@dataclasses.dataclass
+class Objective:
+    """One trial: suggest a config, build and initialise the model, train it under the guard.
+
+    Picklable (for worker processes) when ``model_fn`` and the data are.
+    """
+
+    model_fn: ModelFn
+    data: TrainingData
+    budget: Budget
+    inits: tuple[str, ...]
+    activations: tuple[str, ...]
+    seed: int
+    guard: Mapping[str, Any] | None  # DivergenceGuard options; None turns the guard off
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = suggest(trial, self.inits, self.activations)
+        duplicate = _finished_twin(trial)
+        if duplicate is not None:
+            return _repeat(trial, duplicate)
+        trial.set_user_attr(records.SEED, self.seed)
+        model = build(self.model_fn, config, seed=self.seed).to(self.data.device)
+        guard = DivergenceGuard(**(self.guard if self.guard is not None else GUARD_OFF))
+        try:
+            if self.guard is not None:
+                check_symmetry(model)
+            result = run(model, self.data, self.budget, seed=self.seed, guard=guard, trial=trial)
+        except optuna.TrialPruned as stopped:
+            partial = getattr(stopped, "partial", None)
+            attrs = partial.telemetry() if partial else {records.STEPS: 0}
+            attrs[records.PRUNE_KIND] = getattr(stopped, "kind", "pruner")
+            attrs[records.PRUNE_REASON] = str(stopped)
+            _set_user_attrs(trial, attrs)
+            raise
+        _set_user_attrs(trial, result.telemetry())
+        return result.value
+
+
+def _set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Write the trial's telemetry, once, at its end (never inside the training loop)."""
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _finished_twin(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """An earlier trial with the same params whose result is deterministic to reuse.
+
+    Every search trial trains with the study's seed, so the same config gives the same result:
+    a complete twin's value, or a divergence twin's reason, is reused instead of retrained.
+    Twins pruned by the median rule are retrained, since that verdict depends on the others.
+    """
+    for other in trial.study.get_trials(deepcopy=False, states=studies.COUNTED_STATES):
+        if other.params == trial.params and other.number != trial.number:
+            if records.prune_kind(other) in (None, "pruner") and other.value is None:
+                continue
+            return other
+    return None
+
+
+def _repeat(trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> float:
+    trial.set_user_attr(records.TRIAL_DUPLICATE_OF, twin.number)
+    for key in (records.SEED, records.STEPS, records.METRIC_NAME, records.METRIC):
+        if key in twin.user_attrs:
+            trial.set_user_attr(key, twin.user_attrs[key])
+    if twin.state == optuna.trial.TrialState.PRUNED:
+        kind = twin.user_attrs.get(records.PRUNE_KIND, "pruner")
+        reason = f"same config as trial {twin.number}: {twin.user_attrs.get(records.PRUNE_REASON)}"
+        trial.set_user_attr(records.PRUNE_KIND, kind)
+        trial.set_user_attr(records.PRUNE_REASON, reason)
+        raise optuna.TrialPruned(reason)
+    return twin.value
+
+
+def data_fingerprint(data: TrainingData) -> str:
+    """A short hash of the data's shapes and a strided sample of its values."""
+    digest = hashlib.sha256(data.task.encode())
+    if data.in_memory:
+        for tensor in (*data.train, *data.val):
+            flat = tensor.detach().reshape(-1)
+            stride = max(1, flat.numel() // 100_000)
+            digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+            digest.update(flat[::stride].cpu().numpy().tobytes())
+    else:
+        digest.update(repr((len(data.train_loader.dataset), len(data.val_loader.dataset))).encode())
+        digest.update(type(data.train_loader.dataset).__qualname__.encode())
+    return digest.hexdigest()[:12]
+
+
+def describe_model(model_fn: ModelFn) -> str:
+    """The model's repr on one line (built with PyTorch's defaults; nothing is trained)."""
+    with torch.random.fork_rng():
+        model = model_fn()
+    text = " ".join(repr(model).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _model_name(model_fn: ModelFn) -> str:
+    name = getattr(model_fn, "__name__", None) or type(model_fn).__name__
+    if name == "<lambda>" or name == "partial":
+        name = getattr(getattr(model_fn, "func", None), "__name__", "model")
+    return name.strip("<>") or "model"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` means CUDA when it is there, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use cpu.")
+    return resolved
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None, device: torch.device):
+    """Pin torch's intra-op threads for the duration (1 on the CPU unless told otherwise).
+
+    Small models on 2 cores trained 10-100x slower with 2 threads than with 1 when anything
+    else was busy (thread hand-off costs more than the matrices); see the README's Performance.
+    """
+    if threads is None:
+        threads = 1 if device.type == "cpu" else torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def search(
+    model_fn: ModelFn,
+    train_loader: DataLike,
+    val_loader: DataLike | None = None,
+    *,
+    n_trials: int = 50,
+    timeout: float | None = None,
+    epochs: int | None = 10,
+    max_steps: int | None = None,
+    trial_time_limit: float | None = None,
+    batch_size: int | None = None,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    inits: Sequence[str] | None = None,
+    activations: Sequence[str] | None = None,
+    loss_fn: Callable | None = None,
+    task: str | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    guard: bool | Mapping[str, Any] = True,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    n_jobs: int = 1,
+    threads: int | None = None,
+    val_fraction: float = 0.2,
+    data_info: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Callable] = (),
+) -> optuna.Study:
+    """Search initializers x activations for ``model_fn`` on the data; return the Optuna study.
+
+    Args:
+        model_fn: makes a fresh model: a class, function or lambda. If it has an ``activation``
+            argument it receives the activation as a zero-argument factory (like ``nn.ReLU``);
+            otherwise the model's activation modules are swapped.
+        train_loader: a DataLoader, a TensorDataset or an ``(inputs, targets)`` tuple.
+        val_loader: the same kinds; default: ``val_fraction`` split off the training data.
+        n_trials: the study's total of finished trials; a rerun resumes up to it.
+        timeout: stop starting trials after this many seconds.
+        epochs, max_steps, trial_time_limit: each trial's budget (the first reached stops it).
+        inits, activations: narrow the space (names or aliases; default: everything).
+        loss_fn, task: default from the targets: integers mean classification with
+            cross-entropy, floats mean regression with MSE.
+        storage: an Optuna storage or URL; default ``sqlite:///studies/autoinit.db``.
+        study_name: default: derived from the model and a hash of the data.
+        sampler, pruner: default: seeded multivariate TPE; the median rule after a warm-up.
+        guard: the divergence guard's options (see :class:`DivergenceGuard`); False disables it.
+        seed: seeds the sampler and every trial (all search trials share it, so they differ
+            only by their config).
+        device: "auto" (CUDA if present), "cpu" or "cuda"; the data moves there once.
+        n_jobs: worker processes on one storage (each with ``threads`` torch threads).
+        threads: torch threads per worker; default 1 on the CPU.
+        data_info: extra description of the data stored with the study (the CLI's file hash).
+        callbacks: Optuna callbacks, called in this process after each of its trials.
+
+    Returns:
+        The ``optuna.Study``, stored in ``storage``.
+    """
+    return run_search(**locals()).study
+
+
+@dataclasses.dataclass
+class SearchRun:
+    """A finished search: the study, and the objective that ran it (reused to confirm)."""
+
+    study: optuna.Study
+    objective: Objective
+
+
+def run_search(
+    model_fn: ModelFn, train_loader: DataLike, val_loader: DataLike | None, **options: Any
+) -> SearchRun:
+    """:func:`search`'s body; ``options`` are all of search's keyword arguments."""
+    o = types.SimpleNamespace(**options)
+    for name in ("n_trials", "n_jobs"):
+        value = options[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer but got {value!r}.")
+    device = resolve_device(o.device)
+    budget = Budget(o.epochs, o.max_steps, o.trial_time_limit, o.batch_size, o.optimizer, o.lr)
+    inits, activations = resolve_space(o.inits, o.activations)
+    data = prepare_data(
+        train_loader, val_loader, task=o.task, loss_fn=o.loss_fn, batch_size=o.batch_size,
+        val_fraction=o.val_fraction, seed=o.seed, device=device,
+    )  # fmt: skip
+    guard = None if o.guard is False else ({} if o.guard is True else dict(o.guard))
+    if guard:
+        DivergenceGuard(**guard)  # check the options now, not in the first trial
+    fingerprint = data_fingerprint(data)
+    if o.data_info and "sha256" in o.data_info:
+        fingerprint = str(o.data_info["sha256"])[:12]
+    metadata = {
+        records.STUDY_VERSION: __version__,
+        records.STUDY_MODEL: describe_model(model_fn),
+        records.STUDY_DATA: dict(o.data_info or {"description": data.describe()}),
+        records.STUDY_DATA_FINGERPRINT: fingerprint,
+        records.STUDY_BUDGET: {**budget.to_dict(), "batch_size": data.batch_size},
+        records.STUDY_SPACE: {"inits": inits, "activations": activations},
+        records.STUDY_TASK: data.task,
+        records.STUDY_METRIC_NAME: "accuracy" if data.task == "classification" else "r2",
+    }
+    study = studies.open_study(
+        storage=studies.open_storage(o.storage),
+        study_name=o.study_name or f"{_model_name(model_fn)}-{fingerprint}",
+        sampler=o.sampler or studies.default_sampler(o.seed),
+        pruner=o.pruner or studies.default_pruner(_planned_steps(budget, data)),
+        metadata=metadata,
+    )
+    if o.sampler is None and study.trials:  # a resumed study: don't replay the first run's draws
+        study.sampler = studies.default_sampler(o.seed + len(study.trials))
+    for config in baselines(inits, activations):
+        params = {k: v for k, v in config.to_dict().items() if v is not None}
+        study.enqueue_trial(params, skip_if_exists=True)
+    objective = Objective(model_fn, data, budget, inits, activations, o.seed, guard)
+    with torch_threads(o.threads, device):
+        if o.n_jobs == 1:
+            _optimize(study, objective, o.n_trials, o.timeout, o.callbacks)
+        else:
+            _optimize_in_workers(study, objective, o)
+    return SearchRun(study, objective)
+
+
+def _planned_steps(budget: Budget, data: TrainingData) -> int | None:
+    steps = [s for s in (budget.max_steps,) if s]
+    if budget.epochs:
+        steps.append(budget.epochs * data.steps_per_epoch)
+    return min(steps) if steps else None
+
+
+def _optimize(
+    study: optuna.Study,
+    objective: Objective,
+    n_trials: int,
+    timeout: float | None,
+    callbacks: Sequence[Callable],
+) -> None:
+    """Run trials in this process until the study holds ``n_trials`` finished ones."""
+    remaining = n_trials - studies.counted_trials(study)
+    if remaining <= 0:
+        return
+    stop_at_total = optuna.study.MaxTrialsCallback(n_trials, states=studies.COUNTED_STATES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=timeout,
+            callbacks=[stop_at_total, *callbacks],
+            gc_after_trial=False,
+        )
+
+
+def _optimize_in_workers(
+    study: optuna.Study, objective: Objective, o: types.SimpleNamespace
+) -> None:
+    """``n_jobs`` processes on one storage: this one plus ``n_jobs - 1`` spawned workers."""
+    url = studies.storage_url(o.storage)
+    if url is None:
+        raise ConfigError("n_jobs > 1 needs a database storage URL (workers share it).")
+    try:
+        pickle.dumps(objective)
+    except Exception as error:  # noqa: BLE001 - any pickling failure means the same fix
+        raise ConfigError(
+            f"n_jobs > 1 needs a picklable model_fn and data ({type(error).__name__}: {error}); "
+            "use a module-level function or class instead of a lambda, or n_jobs=1."
+        ) from None
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    workers = [
+        context.Process(
+            target=_worker,
+            args=(url, study.study_name, objective, o.n_trials, o.timeout, o.sampler,
+                  study.pruner, o.seed, index, o.threads),
+            daemon=True,
+        )  # fmt: skip
+        for index in range(1, o.n_jobs)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        _optimize(study, objective, o.n_trials, o.timeout, o.callbacks)
+    finally:
+        for worker in workers:
+            worker.join()
+    dead = [w.exitcode for w in workers if w.exitcode]
+    if dead:
+        warnings.warn(
+            f"{len(dead)} worker process(es) exited abnormally (exit codes {dead}); their "
+            "finished trials are stored, and a trial they left running is retried by the next "
+            "search on this study.",
+            stacklevel=3,
+        )
+
+
+def _worker(url, study_name, objective, n_trials, timeout, sampler, pruner, seed, index, threads):
+    """Entry point of a spawned worker process."""
+    torch.set_num_threads(threads or 1)
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=studies.open_storage(url),
+        sampler=sampler or studies.default_sampler(seed, worker=index),
+        pruner=pruner,
+    )
+    _optimize(study, objective, n_trials, timeout, ())
