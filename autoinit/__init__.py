@@ -18,6 +18,7 @@ from autoinit.apply import apply, build
 from autoinit.errors import AutoinitError, ConfigError, DataError, StorageError
 from autoinit.initializers import get_initializer, list_initializers, register_initializer
 from autoinit.monitor import Diverged, DivergenceGuard
+from autoinit.recommend import Recommendation, recommend
 from autoinit.search import search
 from autoinit.space import PYTORCH_DEFAULT, Config, suggest
 
@@ -30,6 +31,7 @@ __all__ = [
     "Diverged",
     "DivergenceGuard",
     "PYTORCH_DEFAULT",
+    "Recommendation",
     "StorageError",
     "apply",
     "build",
@@ -38,6 +40,7 @@ __all__ = [
     "get_initializer",
     "list_activations",
     "list_initializers",
+    "recommend",
     "register_activation",
     "register_initializer",
     "search",
