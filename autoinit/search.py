@@ -20,7 +20,7 @@ from autoinit import study as studies
 from autoinit.apply import ModelFn, build
 from autoinit.errors import ConfigError
 from autoinit.monitor import DivergenceGuard, check_symmetry
-from autoinit.space import baselines, resolve_space, suggest
+from autoinit.space import PYTORCH_DEFAULT, baselines, resolve_space, suggest
 from autoinit.train import Budget, DataLike, TrainingData, prepare_data, run
 
 GUARD_OFF = {"max_grad_norm": math.inf, "growth_factor": math.inf, "vanish_patience": 1 << 62}
@@ -117,7 +117,7 @@ def data_fingerprint(data: TrainingData) -> str:
 def describe_model(model_fn: ModelFn) -> str:
     """The model's repr on one line (built with PyTorch's defaults; nothing is trained)."""
     with torch.random.fork_rng():
-        model = model_fn()
+        model = build(model_fn, PYTORCH_DEFAULT)
     text = " ".join(repr(model).split())
     return text if len(text) <= 300 else text[:297] + "..."
 

@@ -65,10 +65,10 @@ def open_storage(url: str | optuna.storages.BaseStorage | None = None) -> optuna
                     max_retry=1
                 ),
             )
-    except ModuleNotFoundError as missing:
+    except ImportError:
         raise StorageError(
-            f"the driver for {parsed.get_backend_name()} is not installed ({missing.name}); "
-            "for PostgreSQL install it with: pip install 'autoinit[postgres]'."
+            f"the database driver for {parsed.drivername} is not installed; for PostgreSQL "
+            "install it with: pip install 'autoinit[postgres]'."
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)

@@ -1,0 +1,161 @@
+"""search(): the one core path. Baselines, resumption, guard pruning, telemetry, metadata."""
+
+import os
+
+import optuna
+import pytest
+import torch
+
+from autoinit import Config, search
+from autoinit.errors import ConfigError, StorageError
+from autoinit.models import mlp_factory
+from autoinit.testing import tiny_mlp, toy_classification
+
+FAST = {"epochs": 2, "seed": 0}
+
+
+def states(study):
+    return [t.state for t in study.trials]
+
+
+def test_baselines_run_first_and_only_where_they_fit(blobs, small_mlp, storage_url):
+    study = search(small_mlp, blobs, n_trials=5, storage=storage_url, **FAST)
+    first = [Config.from_dict(t.params) for t in study.trials[:4]]
+    assert first == [Config("default", "relu"), Config("kaiming_normal", "relu"),
+                     Config("xavier_uniform", "tanh"), Config("lecun_normal", "selu")]
+    narrow = search(small_mlp, blobs, n_trials=3, storage=storage_url, study_name="narrow",
+                    inits=["xavier_uniform", "he_normal"], activations=["tanh"], **FAST)
+    assert Config.from_dict(narrow.trials[0].params) == Config("xavier_uniform", "tanh")
+    assert {t.params["init"] for t in narrow.trials} <= {"xavier_uniform", "kaiming_normal"}
+
+
+def test_n_trials_counts_toward_the_study_total_on_resume(blobs, small_mlp, storage_url):
+    first = search(small_mlp, blobs, n_trials=6, storage=storage_url, **FAST)
+    numbers = [(t.number, t.params) for t in first.trials]
+    second = search(small_mlp, blobs, n_trials=9, storage=storage_url, **FAST)
+    assert second.study_name == first.study_name
+    assert len(second.trials) == 9
+    assert [(t.number, t.params) for t in second.trials[:6]] == numbers
+    third = search(small_mlp, blobs, n_trials=9, storage=storage_url, **FAST)
+    assert len(third.trials) == 9  # nothing left to do, nothing done twice
+
+
+def test_an_interrupted_search_resumes_to_its_budget(blobs, small_mlp, storage_url):
+    def interrupt_after_three(study, trial):
+        if trial.number == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(small_mlp, blobs, n_trials=7, storage=storage_url, callbacks=[interrupt_after_three],
+               **FAST)
+    study = search(small_mlp, blobs, n_trials=7, storage=storage_url, **FAST)
+    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    assert len(finished) == 7
+    baseline_params = [t.params for t in study.trials[:4]]
+    assert len({tuple(sorted(p.items())) for p in baseline_params}) == 4  # no baseline twice
+
+
+def test_deep_relu_with_normal_init_is_pruned_within_two_steps(storage_url):
+    x, y = toy_classification(n=200, features=16, classes=4)
+    study = search(mlp_factory(16, 4, depth=20), (x, y), n_trials=2, storage=storage_url,
+                   inits=["normal"], activations=["relu"], **FAST)
+    stored = optuna.load_study(study_name=study.study_name, storage=storage_url)
+    trial = stored.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["steps"] <= 2
+    assert trial.user_attrs["prune_kind"] == "exploding"
+    assert "exploding" in trial.user_attrs["prune_reason"]
+    assert stored.trials[1].user_attrs["duplicate_of"] == 0  # same config: not retrained
+
+
+def test_zero_init_is_pruned_as_symmetric_early(storage_url):
+    x, y = toy_classification(n=200, features=16, classes=4)
+    study = search(mlp_factory(16, 4, depth=8), (x, y), n_trials=1, storage=storage_url,
+                   inits=["zeros"], activations=["tanh"], **FAST)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["prune_kind"] in ("symmetric", "vanishing")
+    assert trial.user_attrs["steps"] == 0
+
+
+def test_stored_study_has_telemetry_and_metadata(blobs, small_mlp, storage_url):
+    study = search(small_mlp, blobs, n_trials=2, storage=storage_url, **FAST)
+    stored = optuna.load_study(study_name=study.study_name, storage=storage_url)
+    trial = stored.trials[1]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [3, 6]  # 192 samples / batch 64 = 3 steps
+    attrs = trial.user_attrs
+    for key in ("seed", "steps", "train_seconds", "loss_curve", "grad_norm_curve", "curve_steps",
+                "metric", "metric_name", "probe"):
+        assert key in attrs, key
+    assert attrs["metric_name"] == "accuracy" and 0 <= attrs["metric"] <= 1
+    assert len(attrs["loss_curve"]) == attrs["steps"]
+    meta = stored.user_attrs
+    assert meta["autoinit_version"] and meta["task"] == "classification"
+    assert "MLP" in meta["model"] and meta["budget"]["epochs"] == 2
+    assert meta["space"]["activations"][0] == "sigmoid"
+
+
+def test_same_study_name_with_other_data_or_budget_is_refused(blobs, small_mlp, storage_url):
+    search(small_mlp, blobs, n_trials=1, storage=storage_url, study_name="mine", **FAST)
+    other = toy_classification(n=240, features=8, classes=3, seed=1)
+    with pytest.raises(StorageError, match="another data fingerprint"):
+        search(small_mlp, other, n_trials=2, storage=storage_url, study_name="mine", **FAST)
+    with pytest.raises(StorageError, match="another budget"):
+        search(small_mlp, blobs, n_trials=2, storage=storage_url, study_name="mine", epochs=3)
+    with pytest.raises(StorageError, match="another space"):
+        search(small_mlp, blobs, n_trials=2, storage=storage_url, study_name="mine",
+               inits=["orthogonal"], **FAST)
+    kept = optuna.load_study(study_name="mine", storage=storage_url)
+    assert len(kept.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 1
+
+
+def test_default_storage_is_created_under_the_working_directory(blobs, small_mlp, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = search(small_mlp, blobs, n_trials=1, **FAST)
+    assert (tmp_path / "studies" / "autoinit.db").exists()
+    assert study.study_name.startswith("MLP-")
+
+
+def test_study_name_follows_the_data(blobs, small_mlp, storage_url):
+    a = search(small_mlp, blobs, n_trials=1, storage=storage_url, **FAST).study_name
+    b = search(small_mlp, toy_classification(n=240, features=8, classes=3, seed=5), n_trials=1,
+               storage=storage_url, **FAST).study_name
+    assert a != b
+
+
+def test_threads_are_restored_and_device_is_checked(blobs, small_mlp, storage_url):
+    before = torch.get_num_threads()
+    search(small_mlp, blobs, n_trials=1, storage=storage_url, threads=1, **FAST)
+    assert torch.get_num_threads() == before
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            search(small_mlp, blobs, n_trials=1, storage=storage_url, device="cuda", **FAST)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"n_trials": 0}, "n_trials"), ({"inits": ["kaiming_norml"]}, "kaiming_normal"),
+     ({"activations": ["reLu"]}, "relu"), ({"task": "ranking"}, "task"),
+     ({"epochs": None, "max_steps": None}, "unbounded"), ({"device": "tpu"}, "device")],
+)
+def test_bad_options_raise_config_errors_before_any_study_is_made(
+    blobs, small_mlp, storage_url, options, message
+):
+    with pytest.raises(ConfigError, match=message):
+        search(small_mlp, blobs, storage=storage_url, **{"epochs": 1, **options})
+    assert not os.path.exists(storage_url.removeprefix("sqlite:///"))
+
+
+def test_parallel_workers_share_one_sqlite_study(blobs, storage_url):
+    study = search(tiny_mlp(8, 3), blobs, n_trials=8, storage=storage_url, n_jobs=2, **FAST)
+    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    assert 8 <= len(finished) <= 9  # each worker stops once the total is reached
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+
+def test_parallel_workers_need_a_picklable_model_fn(blobs, storage_url):
+    with pytest.raises(ConfigError, match="picklable"):
+        search(lambda activation: torch.nn.Linear(8, 3), blobs, n_trials=2, n_jobs=2,
+               storage=storage_url, **FAST)

@@ -1,0 +1,151 @@
+"""Storage: SQLite tuning, clear errors, PostgreSQL with several workers, a killed worker."""
+
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import optuna
+import pytest
+
+from autoinit import search
+from autoinit import study as studies
+from autoinit.errors import StorageError
+from autoinit.testing import tiny_mlp
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def test_sqlite_storage_uses_wal_and_creates_its_folder(tmp_path):
+    path = tmp_path / "deep" / "er" / "s.db"
+    storage = studies.open_storage(f"sqlite:///{path}")
+    optuna.create_study(storage=storage, study_name="x")
+    assert path.exists()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with storage.engine.connect() as connection:
+        synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+    assert synchronous == 1  # NORMAL
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [("not a url", "bad storage URL"), ("mysql://u@localhost/db", "driver for mysql"),
+     ("sqlite:////dev/null/sub/x.db", "cannot create the studies folder")],
+)
+def test_bad_storage_urls_give_one_clear_line(url, message):
+    with pytest.raises(StorageError, match=message) as caught:
+        studies.open_storage(url)
+    assert "\n" not in str(caught.value)
+
+
+def test_postgres_password_is_not_echoed():
+    with pytest.raises(StorageError) as caught:
+        studies.open_storage("postgresql://user:secret@127.0.0.1:1/db")
+    assert "secret" not in str(caught.value)
+
+
+def test_load_study_errors_name_the_stored_studies(tmp_path):
+    storage = studies.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    with pytest.raises(StorageError, match="no study yet"):
+        studies.load_study(storage, None)
+    optuna.create_study(storage=storage, study_name="alpha")
+    with pytest.raises(Exception, match="alpha"):
+        studies.load_study(storage, "beta")
+    assert studies.load_study(storage, None).study_name == "alpha"
+
+
+KILLABLE_WORKER = textwrap.dedent(
+    """
+    import sys, time
+    import optuna
+    from autoinit import search
+    from autoinit.testing import tiny_mlp, toy_classification
+
+    def slow_after_two(study, trial):
+        print("finished", trial.number, flush=True)
+
+    search(tiny_mlp(8, 3), toy_classification(n=240), n_trials=50, epochs=400,
+           storage=sys.argv[1], study_name="killed", seed=0, callbacks=[slow_after_two])
+    """
+)
+
+
+def test_a_killed_worker_loses_no_finished_trial_and_its_trial_is_retried(
+    tmp_path, monkeypatch
+):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE_WORKER, url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout.readline().startswith("finished 0")
+        time.sleep(0.5)  # trial 1 is training now (each trial takes ~1 s)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+    before = optuna.load_study(study_name="killed", storage=url)
+    finished_before = {t.number: t.value for t in before.get_trials(states=FINISHED)}
+    running = [t.number for t in before.get_trials(states=(optuna.trial.TrialState.RUNNING,))]
+    assert finished_before and running  # a trial was cut off mid-training
+
+    monkeypatch.setattr(studies, "HEARTBEAT_SECONDS", 1)  # grace period: 3 s
+    time.sleep(3.5)
+    from autoinit.testing import toy_classification
+
+    study = search(tiny_mlp(8, 3), toy_classification(n=240), n_trials=len(finished_before) + 1,
+                   epochs=400, storage=url, study_name="killed", seed=0)
+    after = {t.number: t for t in study.trials}
+    assert all(after[n].value == v for n, v in finished_before.items())
+    assert after[running[0]].state == optuna.trial.TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == running[0]]
+    assert retried and retried[0].params == after[running[0]].params
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL cluster on a free local port, stopped afterwards."""
+    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
+        pytest.skip("PostgreSQL (initdb, pg_ctl) is not installed")
+    pytest.importorskip("psycopg", reason="install autoinit[postgres] for this test")
+    root = pathlib.Path(tempfile.mkdtemp(prefix="autoinit-pg-"))  # outside pytest's 0700 tree
+    data = root / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+
+    def pg(*args):
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+
+    pg("initdb", "-D", str(data), "-U", "autoinit", "--auth=trust")
+    pg("pg_ctl", "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+       f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
+    try:
+        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "autoinit", "studies")
+        yield f"postgresql://autoinit@127.0.0.1:{port}/studies"
+    finally:
+        pg("pg_ctl", "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgres_study(postgres_url, blobs):
+    study = search(tiny_mlp(8, 3), blobs, n_trials=10, epochs=2, storage=postgres_url,
+                   study_name="pg", n_jobs=2)
+    stored = optuna.load_study(study_name="pg", storage=postgres_url)
+    assert 10 <= len(stored.get_trials(states=FINISHED)) <= 11
+    assert stored.user_attrs["task"] == "classification"
+    assert study.best_trial.user_attrs["loss_curve"]
