@@ -18,17 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 from autoinit import records
 from autoinit.space import Config
 
-FAILED = "failed"
-"""The key that counts failed trials next to the prune kinds."""
-
-KIND_LABELS = {
-    "non-finite": "non-finite",
-    "exploding": "exploding",
-    "vanishing": "vanishing",
-    "symmetric": "symmetric",
-    "pruner": "learning-curve pruner",
-    FAILED: "failed",
-}
+FAILED = records.FAILED
+KIND_LABELS = records.STOP_LABELS
 _GUARD_KINDS = frozenset(records.PRUNE_KINDS) - {"pruner"}
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 _DIVERGED_COLOR = "#d62728"
@@ -360,8 +351,7 @@ class _PruneInfo(NamedTuple):
 
 
 def _get_prune_info(study: optuna.Study) -> _PruneInfo:
-    kinds = collections.Counter(_kind(t) for t in study.get_trials(deepcopy=False))
-    return _PruneInfo({kind: kinds[kind] for kind in (*records.PRUNE_KINDS, FAILED)})
+    return _PruneInfo(records.stop_counts(study))
 
 
 def plot_prune_reasons(study: optuna.Study) -> go.Figure:

@@ -9,7 +9,6 @@ study, so ``Recommendation.from_study`` and the report need nothing else.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import pathlib
@@ -25,7 +24,7 @@ from autoinit.apply import ModelFn, build
 from autoinit.apply import apply as apply_config
 from autoinit.errors import ConfigError
 from autoinit.monitor import DivergenceGuard, check_symmetry
-from autoinit.search import Objective, run_search, search, torch_threads
+from autoinit.search import Objective, run_search, search_defaults, torch_threads
 from autoinit.space import PYTORCH_DEFAULT, Config
 from autoinit.train import DataLike, run
 
@@ -305,11 +304,8 @@ def recommend(
         >>> print(rec)
         >>> model = rec.build(model_fn)
     """
-    bound = inspect.signature(search).bind(model_fn, train_loader, val_loader, **search_options)
-    bound.apply_defaults()
-    options = dict(bound.arguments)
-    finished = run_search(options.pop("model_fn"), options.pop("train_loader"),
-                          options.pop("val_loader"), **options)  # fmt: skip
+    options = search_defaults(**search_options)
+    finished = run_search(model_fn, train_loader, val_loader, **options)
     return confirm(
         finished.study, finished.objective, seeds=seeds, top_k=top_k, threads=options["threads"]
     )

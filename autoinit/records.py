@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import optuna
 
 CURVE_POINTS = 100
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 # Why a trial was pruned. The first four come from the divergence guard, the last from the
 # study's learning-curve pruner (for example the median pruner).
@@ -65,6 +66,27 @@ def downsample(values: Sequence[float], points: int = CURVE_POINTS) -> list[int]
         return list(range(n))
     step = (n - 1) / (points - 1)
     return sorted({round(i * step) for i in range(points)})
+
+
+FAILED = "failed"  # counted next to the prune kinds
+STOP_LABELS = {
+    "non-finite": "non-finite",
+    "exploding": "exploding",
+    "vanishing": "vanishing",
+    "symmetric": "symmetric",
+    "pruner": "learning-curve pruner",
+    FAILED: "failed",
+}
+
+
+def stop_counts(study: optuna.Study) -> dict[str, int]:
+    """How many trials stopped early, by prune kind, then failed ones; zeros included."""
+    counts = dict.fromkeys(STOP_LABELS, 0)
+    for trial in study.get_trials(deepcopy=False):
+        kind = FAILED if trial.state == optuna.trial.TrialState.FAIL else prune_kind(trial)
+        if kind is not None:
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def prune_kind(trial: optuna.trial.FrozenTrial) -> str | None:

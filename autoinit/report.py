@@ -75,7 +75,7 @@ def _trial_counts(study: optuna.Study) -> _Text:
     if not trials:
         return _plain("none yet")
     states = {s: sum(t.state == s for t in trials) for s in TrialState}
-    pruned = plots._get_prune_info(study).counts
+    pruned = records.stop_counts(study)
     pruned.pop(plots.FAILED)
     kinds = ", ".join(f"{plots.KIND_LABELS[k]} {n}" for k, n in pruned.items() if n)
     parts = [f"{states[TrialState.COMPLETE]} complete"]

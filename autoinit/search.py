@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import math
 import pickle
 import types
@@ -219,6 +220,16 @@ def search(
         The ``optuna.Study``, stored in ``storage``.
     """
     return run_search(**locals()).study
+
+
+def search_defaults(**options: Any) -> dict[str, Any]:
+    """:func:`search`'s keyword arguments: its defaults, updated with ``options`` (checked)."""
+    bound = inspect.signature(search).bind_partial(**options)
+    defaults = {
+        name: p.default for name, p in inspect.signature(search).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }  # fmt: skip
+    return {**defaults, **bound.arguments}
 
 
 @dataclasses.dataclass

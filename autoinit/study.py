@@ -30,7 +30,7 @@ from autoinit.errors import ConfigError, StorageError
 DEFAULT_STORAGE = "sqlite:///studies/autoinit.db"
 HEARTBEAT_SECONDS = 30
 SQLITE_LOCK_TIMEOUT = 60
-COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+COUNTED_STATES = records.FINISHED_STATES
 
 
 def open_storage(url: str | optuna.storages.BaseStorage | None = None) -> optuna.storages.BaseStorage:
