@@ -180,7 +180,8 @@ def open_study(
         load_if_exists=True,
     )
     stored = study.user_attrs
-    for key in (records.STUDY_DATA_FINGERPRINT, records.STUDY_BUDGET, records.STUDY_SPACE):
+    for key in (records.STUDY_DATA_FINGERPRINT, records.STUDY_MODEL, records.STUDY_BUDGET,
+                records.STUDY_SPACE):
         if key in stored and key in metadata and stored[key] != _jsonable(metadata[key]):
             raise StorageError(
                 f"study {study_name!r} was made with another {key.replace('_', ' ')} "
