@@ -22,6 +22,26 @@ from autoinit.recommend import Recommendation, recommend
 from autoinit.search import search
 from autoinit.space import PYTORCH_DEFAULT, Config, suggest
 
+_LAZY = {  # plotly loads only when a figure or report is asked for
+    "plot_confirmation": "autoinit.plots",
+    "plot_grad_norms": "autoinit.plots",
+    "plot_heatmap": "autoinit.plots",
+    "plot_history": "autoinit.plots",
+    "plot_importance": "autoinit.plots",
+    "plot_learning_curves": "autoinit.plots",
+    "plot_prune_reasons": "autoinit.plots",
+    "write_report": "autoinit.report",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'autoinit' has no attribute {name!r}")
+
+
 __all__ = [
     "__version__",
     "AutoinitError",
@@ -45,4 +65,5 @@ __all__ = [
     "register_initializer",
     "search",
     "suggest",
+    *_LAZY,
 ]
