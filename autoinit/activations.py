@@ -12,6 +12,7 @@ exactly √2 for ReLU.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -29,6 +30,7 @@ ActivationFactory = Callable[[], nn.Module]
 def second_moment_gain(module: nn.Module) -> float:
     """``1 / sqrt(E[f(z)^2])`` for z ~ N(0, 1), by 64-point Gauss-Hermite quadrature."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(64)
+    module = copy.deepcopy(module).to(torch.float64)  # parametric ones (PReLU) hold weights
     with torch.no_grad():
         values = module(torch.as_tensor(nodes, dtype=torch.float64)).numpy()
     second_moment = float(np.sum(weights * values**2) / math.sqrt(2 * math.pi))
@@ -51,7 +53,10 @@ class Activation:
         return functools.partial(self.cls, slope)
 
     def gain_for(self, slope: float | None = None) -> float:
-        return self.gain(slope) if callable(self.gain) else self.gain
+        """The gain; a slope-dependent one uses 0.01 (``nn.LeakyReLU``'s default) if none given."""
+        if callable(self.gain):
+            return self.gain(0.01 if slope is None else slope)
+        return self.gain
 
 
 _REGISTRY: dict[str, Activation] = {}
@@ -84,6 +89,11 @@ def register_activation(
 def get_activation(name: str) -> Activation:
     """The activation registered under ``name`` or one of its aliases."""
     key = _ALIASES.get(name, name)
+    if key == "softmax" and key not in _REGISTRY:
+        raise ConfigError(
+            "softmax is not a hidden activation: it is the output of multi-class classification, "
+            f"applied inside the cross-entropy loss. Hidden activations: {', '.join(_REGISTRY)}."
+        )
     if key not in _REGISTRY:
         raise unknown_name("activation", name, [*_REGISTRY, *_ALIASES])
     return _REGISTRY[key]

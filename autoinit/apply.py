@@ -1,7 +1,8 @@
 """Put a :class:`~autoinit.space.Config` into any ``nn.Module``: swap activations, initialise.
 
 No training happens here. Layers initialised: Linear, Conv1d/2d/3d and their transposed forms,
-and RNN/LSTM/GRU (input-to-hidden weights by the method, hidden-to-hidden orthogonal). Biases of
+and RNN/LSTM/GRU (input-to-hidden weights by the method with gain 1, since the searched activation
+is not the one inside the cell; hidden-to-hidden orthogonal). Biases of
 those layers are set to zero. The last such layer is the output: it gets the method with gain 1,
 the gain of a linear output. Other modules (embeddings, norms) keep their own initialisation.
 """
@@ -65,7 +66,7 @@ _WARNED_CLASSES: set[str] = set()
 
 def _warn_once_nothing_swapped(model: nn.Module) -> None:
     """Say once per model class that only the init can be searched."""
-    name = type(model).__qualname__
+    name = f"{type(model).__module__}.{type(model).__qualname__}"
     if name not in _WARNED_CLASSES:
         _WARNED_CLASSES.add(name)
         warnings.warn(
@@ -98,7 +99,9 @@ def init_weights(model: nn.Module, config: Config, generator: torch.Generator) -
     gain = get_activation(config.activation).gain_for(config.leaky_slope)
     layers = [m for m in model.modules() if isinstance(m, _WEIGHT_LAYERS + _RNN_LAYERS)]
     for index, layer in enumerate(layers):
-        layer_gain = 1.0 if index == len(layers) - 1 else gain
+        # The output is linear, and an RNN's own tanh/sigmoid gates are not the searched activation.
+        linear = index == len(layers) - 1 or isinstance(layer, _RNN_LAYERS)
+        layer_gain = 1.0 if linear else gain
         for name, param in layer.named_parameters(recurse=False):
             if name.startswith("bias"):
                 _fill(param, lambda t: t.zero_())

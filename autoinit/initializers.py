@@ -206,10 +206,11 @@ def lecun_normal(tensor, *, gain, generator):
 
 @register_initializer("orthogonal", uses_gain=True)
 def orthogonal(tensor, *, gain, generator):
-    r"""W = gain * Q, Q a random (semi-)orthogonal matrix: Var = gain² / max(fan_in, fan_out)
+    r"""W = gain * Q, Q a random (semi-)orthogonal matrix: Var = gain² / max(rows, columns)
 
     Saxe et al. (2014), "Exact solutions to the nonlinear dynamics of learning in deep linear
-    neural networks". Conv kernels are flattened to ``(out, in * prod(kernel))``.
+    neural networks". Conv kernels are flattened to ``(out, in * prod(kernel))``, so for them
+    Var = gain² / max(out, in * prod(kernel)).
     """
     return torch.nn.init.orthogonal_(tensor, gain=gain, generator=generator)
 

@@ -8,8 +8,10 @@ the point where skorch calls ``on_grad_computed``. It raises :class:`Diverged`, 
 - the global gradient norm exceeds ``max_grad_norm``, or the loss exceeds ``max_loss``
   (``exploding``: catches a 20-layer ReLU net with N(0, 1) weights at step 0, whose gradient
   norm is ~1e16 and which Adam never turns into NaN);
-- the gradient norm grows more than ``growth_factor`` times over its first value (``exploding``:
-  catches a too-large learning rate a few steps in);
+- the gradient norm grows more than ``growth_factor`` times over its largest value in the first
+  ``reference_steps`` steps while the loss is above its step-0 value (``exploding``: catches a
+  too-large learning rate a few steps in; the loss condition spares a one-step spike of a run
+  that is learning, such as PyTorch's default init whose step-0 norm is tiny);
 - the first layer's gradient norm stays below ``vanish_floor`` for ``vanish_patience`` steps
   (``vanishing``: deep sigmoid nets).
 
@@ -49,7 +51,9 @@ class DivergenceGuard:
     Args:
         max_grad_norm: absolute bound on the global gradient norm.
         max_loss: absolute bound on the loss (e.g. ``100 * ln(classes)``); ``None`` for none.
-        growth_factor: prune when the norm exceeds this multiple of its first finite value.
+        growth_factor: prune when the norm exceeds this multiple of its early value...
+        reference_steps: ...the largest norm of this many first steps, and the loss has not
+            fallen below its step-0 value.
         vanish_floor: the first layer's gradient norm below this counts as vanished...
         vanish_patience: ...when it stays there for this many consecutive steps.
         trial: if given, the reason is stored on it (``prune_kind``, ``prune_reason``) on firing.
@@ -69,6 +73,7 @@ class DivergenceGuard:
         max_grad_norm: float = 1e5,
         max_loss: float | None = None,
         growth_factor: float = 1e3,
+        reference_steps: int = 3,
         vanish_floor: float = 1e-8,
         vanish_patience: int = 5,
         trial: optuna.Trial | None = None,
@@ -77,17 +82,20 @@ class DivergenceGuard:
             raise ValueError(f"max_grad_norm must be positive but got {max_grad_norm}.")
         if not growth_factor > 1:
             raise ValueError(f"growth_factor must be greater than 1 but got {growth_factor}.")
+        if reference_steps < 1:
+            raise ValueError(f"reference_steps must be at least 1 but got {reference_steps}.")
         if vanish_patience < 1:
             raise ValueError(f"vanish_patience must be at least 1 but got {vanish_patience}.")
         self.max_grad_norm = max_grad_norm
         self.max_loss = max_loss
         self.growth_factor = growth_factor
+        self.reference_steps = reference_steps
         self.vanish_floor = vanish_floor
         self.vanish_patience = vanish_patience
         self.trial = trial
         self.losses: list[float] = []
         self.grad_norms: list[float] = []
-        self._reference_norm: float | None = None
+        self._reference_norm = 0.0
         self._vanished_steps = 0
 
     @property
@@ -124,14 +132,18 @@ class DivergenceGuard:
                 f"exploding loss at step {step}: {loss_value:.3g} > {self.max_loss:.3g} "
                 f"(gradient norm {total_norm:.3g}, worst layer {_worst(names, norms)})",
             )
-        if self._reference_norm is None:
-            self._reference_norm = max(total_norm, 1e-6)
-        elif total_norm > self.growth_factor * self._reference_norm:
+        if step < self.reference_steps:
+            self._reference_norm = max(self._reference_norm, total_norm, 1e-12)
+        elif (
+            total_norm > self.growth_factor * self._reference_norm
+            and loss_value > self.losses[0]
+        ):
             self._fire(
                 "exploding",
                 f"exploding gradient at step {step}: norm {total_norm:.3g} grew "
-                f"{total_norm / self._reference_norm:.3g}x over step 0 "
-                f"(worst layer {_worst(names, norms)})",
+                f"{total_norm / self._reference_norm:.3g}x over the first {self.reference_steps} "
+                f"steps while the loss rose to {loss_value:.3g} (worst layer "
+                f"{_worst(names, norms)})",
             )
         self._vanished_steps = self._vanished_steps + 1 if first_norm < self.vanish_floor else 0
         if self._vanished_steps >= self.vanish_patience:
