@@ -1,0 +1,387 @@
+"""Tests for autoinit.data: reading, task detection, preprocessing, splitting, bad input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from autoinit import data as data_module
+from autoinit.data import TabularData, detect_task, load_csv
+from autoinit.errors import DataError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# The loader reports through notes; a stray warning (numpy overflow on 1e300, sklearn about
+# unseen categories) would reach the user as noise, so any warning not expected fails a test.
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "data.csv") -> Path:
+    """Write ``text`` byte for byte (no newline translation) and return the path."""
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def table(rows: int = 40, sep: str = ",", newline: str = "\n") -> str:
+    """A small clean classification table: two numeric features, one category, a label."""
+    colours = ["red", "green", "blue"]
+    lines = [sep.join(["x", "size", "colour", "label"])]
+    for i in range(rows):
+        lines.append(sep.join([f"{i * 0.5}", str(i % 7), colours[i % 3], "ab"[i % 2]]))
+    return newline.join(lines) + newline
+
+
+def error_message(path_or_text, tmp_path: Path, **kwargs) -> str:
+    """Load and return the DataError's message, checking that it is a single line."""
+    path = path_or_text if isinstance(path_or_text, Path) else write(tmp_path, path_or_text)
+    with pytest.raises(DataError) as excinfo:
+        load_csv(path, **kwargs)
+    message = str(excinfo.value)
+    assert "\n" not in message and message.strip() == message and message
+    return message
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("sep", "word"), [(",", "comma"), (";", "semicolon"), ("\t", "tab")])
+def test_delimiter_is_detected_and_noted(tmp_path, sep, word):
+    data = load_csv(write(tmp_path, table(sep=sep)))
+    assert data.notes[0] == f"delimiter: {word} ({sep!r})"
+    assert data.feature_names == ["x", "size", "colour_blue", "colour_green", "colour_red"]
+    assert data.classes == ["a", "b"]
+
+
+def test_decimal_comma_in_semicolon_files(tmp_path):
+    rows = "".join(f"{i},5;{i % 3};{'ab'[i % 2]}\n" for i in range(30))
+    data = load_csv(write(tmp_path, "price;count;label\n" + rows))
+    assert "decimal separator: comma (1,5 means 1.5)" in data.notes
+    assert data.feature_names == ["price", "count"]
+    assert load_csv(write(tmp_path, table(sep=";"))).notes[1].startswith("target")
+
+
+def test_delimiter_inside_quotes_does_not_count(tmp_path):
+    rows = "".join(f'{i},"note; with; semicolons",{i % 2}\n' for i in range(30))
+    data = load_csv(write(tmp_path, "a,text,label\n" + rows))
+    assert "comma" in data.notes[0]
+    assert data.feature_names == ["a", "text_note; with; semicolons"]
+
+
+def test_bom_and_crlf_line_endings(tmp_path):
+    path = write(tmp_path, b"\xef\xbb\xbf" + table(newline="\r\n").encode())
+    data = load_csv(path)
+    assert data.feature_names[0] == "x"  # no BOM glued to the first name
+    assert data.target == "label"  # no "\r" glued to the last one
+    assert data.classes == ["a", "b"]
+    assert len(data.X_train) + len(data.X_val) == 40
+
+
+def test_cr_line_endings_spaces_after_delimiters_and_leading_blank_lines(tmp_path):
+    rows = "".join(f"{i}, {['red', 'blue'][i % 2]}, {i % 2}\r" for i in range(30))
+    data = load_csv(write(tmp_path, "\r\r" + "a, colour, label\r" + rows))
+    assert data.target == "label"
+    assert data.feature_names == ["a", "colour_blue", "colour_red"]
+
+
+def test_quoted_newlines_and_a_very_long_cell(tmp_path):
+    long_cell = "z" * 300_000  # beyond the csv module's default field size limit
+    rows = [f'{i},"line one\nline two {i % 2}",{i % 2}' for i in range(30)]
+    rows[3] = f'3,"{long_cell}",1'
+    data = load_csv(write(tmp_path, "a,text,label\n" + "\n".join(rows) + "\n"))
+    assert len(data.X_train) + len(data.X_val) == 30
+    assert any(name.startswith("text_line one\nline two") for name in data.feature_names)
+
+
+def test_numeric_junk_after_the_sample_rows_is_still_found(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "SAMPLE_ROWS", 5)  # "?" lies beyond the dtype sample
+    rows = "".join(f"{'?' if i == 30 else i},{i % 2}\n" for i in range(40))
+    data = load_csv(write(tmp_path, "a,label\n" + rows))
+    assert data.feature_names == ["a"]
+    assert any("'a'" in note and "'?'" in note for note in data.notes)
+
+
+def test_target_note_says_where_the_target_came_from(tmp_path):
+    path = write(tmp_path, table())
+    assert "'label' (the last column" in load_csv(path).notes[1]
+    chosen = load_csv(path, target="size")
+    assert chosen.target == "size" and "as requested" in chosen.notes[1]
+    assert "label_a" in chosen.feature_names
+
+
+def test_row_index_column_without_a_name_is_dropped(tmp_path):
+    frame = pd.read_csv(write(tmp_path, table()))
+    frame.to_csv(tmp_path / "indexed.csv")  # pandas writes an unnamed index column first
+    data = load_csv(tmp_path / "indexed.csv")
+    assert data.feature_names[0] == "x"
+    assert any("column 1 has no name" in note for note in data.notes)
+
+
+def test_trailing_delimiter_does_not_shift_columns(tmp_path):
+    rows = "".join(f"{i},{i % 2},\n" for i in range(30))
+    data = load_csv(write(tmp_path, "a,label\n" + rows))
+    assert data.target == "label" and data.classes == ["0", "1"] and data.feature_names == ["a"]
+
+
+def test_rows_with_missing_target_are_dropped_with_a_count(tmp_path):
+    rows = "".join(f"{i},{'' if i < 3 else i % 2}\n" for i in range(40))
+    data = load_csv(write(tmp_path, "a,label\n" + rows))
+    assert len(data.X_train) + len(data.X_val) == 37
+    assert "dropped 3 rows with a missing target 'label'" in data.notes
+
+
+def test_infinite_regression_targets_are_dropped(tmp_path):
+    rows = "".join(f"{i},{'inf' if i == 7 else i * 1.5}\n" for i in range(40))
+    data = load_csv(write(tmp_path, "a,price\n" + rows))
+    assert "target 'price': 1 infinite values treated as missing" in data.notes
+    assert len(data.X_train) + len(data.X_val) == 39
+    assert torch.isfinite(data.y_train).all()
+
+
+# --- task detection ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "task", "reason"),
+    [
+        ([0, 1, 2] * 10, "classification", "integer with 3 distinct values"),
+        (["setosa", "virginica", "versicolor"] * 10, "classification", "text with 3 distinct"),
+        ([True, False] * 10, "classification", "boolean"),
+        ([0.25, 1.5] * 10, "classification", "exactly 2 distinct values"),
+        ([1.0, 2.0, 3.0, np.nan] * 10, "classification", "whole-number float with 3 distinct"),
+        (list(np.linspace(0, 1, 30)), "regression", "float with 30 distinct values"),
+        (list(range(100)), "regression", "integer with 100 distinct values"),
+        (list(range(25)) * 4, "regression", "more than 20"),
+        ([0, 1, 2, 3, 4, 5], "regression", "half the rows"),
+        ([f"{w}kg" for w in range(30)], "regression", "text with 30 distinct values"),
+    ],
+)
+def test_detect_task(values, task, reason):
+    found, why = detect_task(pd.Series(values, name="y"))
+    assert found == task
+    assert reason in why and why.startswith("target 'y' is") and why.endswith(f"-> {task}")
+
+
+def test_task_can_be_forced(tmp_path):
+    path = write(tmp_path, table())
+    forced = load_csv(path, target="size", task="regression")
+    assert forced.task == "regression" and forced.classes is None
+    assert forced.y_train.dtype == torch.float32 and forced.y_train.shape[1] == 1
+    assert "requested" in forced.task_reason
+    assert load_csv(path, target="size").task == "classification"
+
+
+# --- preprocessing -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def messy(tmp_path) -> TabularData:
+    """Gaps, junk, huge values, a category, an ID column and an empty column, all at once."""
+    rows = []
+    for i in range(100):
+        gap = "" if i % 10 == 0 else str(i)
+        junk = {5: "?", 6: "#REF!", 7: "n/a"}.get(i, str(i))
+        huge = {0: "1e300", 1: "-1e300", 2: "inf", 3: "1e30"}.get(i, str(i))
+        colour = "" if i == 4 else ["red", "green"][i % 2]
+        rows.append(f"{gap},{junk},{huge},{colour},id-{i},,{i % 2}")
+    header = "gappy,junky,huge,colour,name,empty,label\n"
+    return load_csv(write(tmp_path, header + "\n".join(rows) + "\n"))
+
+
+def test_preprocessing_features_and_notes(messy):
+    assert messy.feature_names == ["gappy", "junky", "huge", "colour_green", "colour_red"]
+    notes = " | ".join(messy.notes)
+    assert "column 'empty' is entirely missing -> dropped" in notes
+    assert "column 'name' is text with 100 distinct values" in notes and "dropped" in notes
+    assert "column 'junky': 2 non-numeric values ('?', '#REF!') treated as missing" in notes
+    assert "column 'huge': 3 infinite values" in notes
+
+
+def test_preprocessed_values_are_finite_float32(messy):
+    for X in (messy.X_train, messy.X_val):
+        assert X.dtype == torch.float32 and X.is_contiguous()
+        assert torch.isfinite(X).all()
+        assert X.abs().max() <= data_module.OUTLIER_CLIP
+    huge = torch.cat([messy.X_train, messy.X_val])[:, 2]
+    assert huge.max() == data_module.OUTLIER_CLIP  # 1e30 is clipped, not lost
+
+
+def test_one_hot_columns_hold_zeros_and_ones(messy):
+    one_hot = torch.cat([messy.X_train, messy.X_val])[:, 3:]
+    assert set(one_hot.unique().tolist()) == {0.0, 1.0}
+    assert (one_hot.sum(dim=1) == 1).all()  # the missing colour was imputed, not left blank
+
+
+def test_missing_numbers_become_the_training_median(tmp_path):
+    rows = "".join(f"{'' if i % 4 == 0 else i},{i % 2}\n" for i in range(40))
+    data = load_csv(write(tmp_path, "a,label\n" + rows))
+    X = torch.cat([data.X_train, data.X_val])[:, 0]
+    # the median maps to 0 under robust scaling; ten rows were missing
+    assert (X == 0).sum() >= 10
+
+
+def test_preprocessing_is_fitted_on_training_rows_only(tmp_path):
+    rows = "".join(f"{i},{i % 2}\n" for i in range(100))
+    data = load_csv(write(tmp_path, "a,label\n" + rows))
+    train = data.X_train[:, 0].double().numpy()
+    # robust scaling with the training median and IQR (unit variance for normal data)
+    assert np.median(train) == pytest.approx(0.0, abs=1e-6)
+    q1, q3 = np.percentile(train, [25, 75])
+    assert q3 - q1 == pytest.approx(1.3489795, abs=1e-5)
+    assert np.median(data.X_val[:, 0].numpy()) != pytest.approx(0.0, abs=1e-6)
+
+
+# --- split and target --------------------------------------------------------------------------
+
+
+def test_stratified_split_keeps_class_proportions(tmp_path):
+    rows = "".join(f"{i},{'yes' if i % 10 < 3 else 'no'}\n" for i in range(200))
+    data = load_csv(write(tmp_path, "a,label\n" + rows), val_fraction=0.2)
+    assert len(data.y_val) == 40
+    assert data.classes == ["no", "yes"]
+    assert int(data.y_val.sum()) == 12 and int(data.y_train.sum()) == 48
+    assert data.y_train.dtype == torch.int64 and data.y_train.dim() == 1
+
+
+def test_split_is_deterministic_for_a_seed(tmp_path):
+    path = write(tmp_path, table(rows=60))
+    first, again, other = load_csv(path), load_csv(path), load_csv(path, seed=1)
+    assert torch.equal(first.X_val, again.X_val) and torch.equal(first.y_val, again.y_val)
+    assert not torch.equal(first.X_val, other.X_val)
+
+
+def test_rare_class_warns_and_splits_plainly(tmp_path):
+    rows = "".join(f"{i},{'rare' if i == 0 else ['a', 'b'][i % 2]}\n" for i in range(40))
+    with pytest.warns(UserWarning, match="plain random split") as record:
+        data = load_csv(write(tmp_path, "a,label\n" + rows))
+    assert record[0].filename == __file__  # points at the caller of load_csv
+    assert any("rarest class has 1 rows" in note for note in data.notes)
+    assert data.n_classes == 3
+
+
+def test_regression_target_is_standardized(tmp_path):
+    rows = "".join(f"{i},{i * 0.1:.3f},{10 + 3.5 * i}\n" for i in range(50))
+    data = load_csv(write(tmp_path, "a,b,price\n" + rows))
+    assert data.task == "regression" and data.n_classes is None and data.classes is None
+    assert data.y_train.dtype == torch.float32 and data.y_train.shape == (40, 1)
+    assert abs(float(data.y_train.mean())) < 1e-5
+    assert float(data.y_train.std(unbiased=False)) == pytest.approx(1.0, abs=1e-5)
+    original = data.y_val[:, 0].double() * data.target_scale + data.target_mean
+    assert set(np.round(original.numpy(), 3)) <= {10 + 3.5 * i for i in range(50)}
+
+
+def test_describe_and_fingerprint(tmp_path):
+    path = write(tmp_path, table())
+    data = load_csv(path)
+    assert data.describe() == (
+        "data.csv: 40 rows, 5 features, target 'label' (classification, 2 classes)"
+    )
+    assert data.fingerprint["rows"] == 40 and data.fingerprint["columns"] == 4
+    assert data.fingerprint["task"] == "classification" and data.fingerprint["target"] == "label"
+    assert load_csv(path).fingerprint == data.fingerprint
+    write(tmp_path, table().replace("0.5,", "0.25,", 1))
+    changed = load_csv(path).fingerprint
+    assert changed["sha256"] != data.fingerprint["sha256"]
+    assert {k: v for k, v in changed.items() if k != "sha256"} == {
+        k: v for k, v in data.fingerprint.items() if k != "sha256"
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "rows", "features", "classes"),
+    [
+        ("breast_cancer.csv", "classification", 569, 30, ["benign", "malignant"]),
+        ("diabetes.csv", "regression", 442, 10, None),
+    ],
+)
+def test_bundled_examples_load(name, task, rows, features, classes):
+    data = load_csv(EXAMPLES / name)
+    assert data.task == task and data.classes == classes
+    assert len(data.X_train) + len(data.X_val) == rows and data.n_features == features
+    assert torch.isfinite(data.X_train).all() and torch.isfinite(data.y_train.float()).all()
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    message = error_message(tmp_path / "nope.csv", tmp_path)
+    assert message.startswith("file not found:") and "nope.csv" in message
+
+
+def test_directory(tmp_path):
+    assert "is a directory" in error_message(tmp_path, tmp_path)
+
+
+BAD_FILES = {
+    "empty": (b"", "data.csv is empty"),
+    "blank lines": (b"  \n\n", "data.csv is empty"),
+    "png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "data.csv looks binary"),
+    "utf-16": ("a,b\n1,2\n".encode("utf-16"), "data.csv is UTF-16"),
+    "latin-1": ("name,label\ncaf\u00e9,1\n".encode("latin-1"), "data.csv is not UTF-8"),
+    "header only": (b"a,label\n", "data.csv has a header but no data rows"),
+    "no names": (b",,\n1,2,3\n", "data.csv has no column names in its first row"),
+    "too few rows": (table(rows=5).encode(), "data.csv has only 5 usable rows; at least 10"),
+    "extra field": (
+        b"a,b,label\n1,2,0\n3,4,1\n5,6,7,0\n" + b"1,2,1\n" * 20,
+        "data.csv: line 4 has 4 fields but the header has 3",
+    ),
+    "open quote": (b'a,label\n1,0\n"2,1\n' + b"3,0\n" * 20, "data.csv cannot be parsed as CSV"),
+    "duplicate names": (b"a,a,label\n" + b"1,2,0\n" * 20, "duplicate column names: 'a'"),
+    "one column": (b"label\n" + b"1\n" * 20, "only the column 'label'"),
+    "no usable features": (
+        b"a,b,label\n" + b",,1\n,,0\n" * 10,
+        "no usable feature columns besides the target 'label'",
+    ),
+    "one class": (b"a,label\n" + b"1,same\n" * 20, "target 'label' in data.csv has a single value"),
+    "target all missing": (b"a,label\n" + b"1,\n" * 20, "target 'label' in data.csv has no values"),
+}
+
+
+@pytest.mark.parametrize(("content", "expected"), BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_files_raise_one_line_data_errors(tmp_path, content, expected):
+    assert expected in error_message(write(tmp_path, content), tmp_path)
+
+
+def test_regression_target_must_be_numeric(tmp_path):
+    path = write(tmp_path, b"a,weight\n" + b"1,12.5kg\n2,3kg\n" * 10)
+    message = error_message(path, tmp_path, task="regression")
+    assert "target 'weight' in data.csv must be numeric for regression" in message
+    assert "'12.5kg'" in message
+
+
+def test_non_utf8_byte_beyond_the_sample(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "SAMPLE_BYTES", 64)
+    content = table().encode() + "caf\u00e9,1,red,a\n".encode("latin-1")
+    message = error_message(write(tmp_path, content), tmp_path)
+    assert "data.csv is not UTF-8" in message and "re-save it as UTF-8" in message
+
+
+def test_unknown_target_lists_the_columns(tmp_path):
+    message = error_message(write(tmp_path, table()), tmp_path, target="price")
+    assert message == (
+        "target column 'price' is not in data.csv; "
+        "available columns: 'x', 'size', 'colour', 'label'."
+    )
+
+
+def test_text_target_with_many_values_suggests_classification(tmp_path):
+    rows = "".join(f"{i},{i}.5kg\n" for i in range(30))
+    message = error_message(write(tmp_path, "a,weight\n" + rows), tmp_path)
+    assert "target 'weight'" in message and "'classification'" in message
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1, math.nan, "0.2", True])
+def test_val_fraction_must_be_inside_zero_one(tmp_path, fraction):
+    message = error_message(write(tmp_path, table()), tmp_path, val_fraction=fraction)
+    assert message.startswith("val_fraction must be a number strictly between 0 and 1")
+
+
+def test_unknown_task(tmp_path):
+    message = error_message(write(tmp_path, table()), tmp_path, task="clustering")
+    assert "'clustering'" in message and "'classification'" in message
