@@ -1,16 +1,23 @@
 """The ``autoinit`` command line: parse, call the library, print. No logic of its own.
 
-Every :class:`~autoinit.errors.AutoinitError` becomes one line, ``error: ...``, and exit status 2.
+Every :class:`~autoinit.errors.AutoinitError` becomes one line, ``error: ...``, and exit status 2,
+with no traceback. Click's own usage errors (an unknown option, ``--trials 0``) keep click's format,
+``Usage: ...`` then ``Error: ...``, and also exit 2: they are about the command line, not the data,
+and click's usage lines are what fixes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import math
+import shlex
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +25,7 @@ import optuna
 
 from autoinit import records
 from autoinit.errors import AutoinitError
+from autoinit.study import display_url
 
 EPILOG_SEARCH = """\b
 Examples:
@@ -33,7 +41,7 @@ class UserError(click.ClickException):
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {' '.join(self.format_message().splitlines())}", err=True)
 
 
 def _user_errors(command: Callable) -> Callable:
@@ -80,18 +88,20 @@ def main() -> None:
     \b
     Quick start:
       autoinit search --data examples/breast_cancer.csv
+      autoinit show
       autoinit report
-      optuna-dashboard sqlite:///studies/autoinit.db
+      autoinit dashboard
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @main.command(epilog=EPILOG_SEARCH)
-@click.option("--data", "data_path", required=True, metavar="FILE",
-              type=click.Path(exists=True, dir_okay=False), help="A CSV file with a header row.")
+# No exists=True here: load_csv checks the file and says in one line what is wrong with it.
+@click.option("--data", "data_path", required=True, metavar="FILE", type=click.Path(),
+              help="A CSV file with a header row.")
 @click.option("--target", default=None, metavar="COL", help="Column to predict [default: last].")
 @click.option("--task", type=click.Choice(["auto", "classification", "regression"]),
-              default="auto", show_default=True)
+              default="auto", show_default=True, help="auto: detected from the target column.")
 @click.option("--trials", default=40, show_default=True, type=click.IntRange(min=1),
               help="Finished trials the study should hold (a rerun resumes up to it).")
 @click.option("--timeout", default=None, type=click.FloatRange(min=0, min_open=True),
@@ -107,7 +117,8 @@ def main() -> None:
               help="Activations to search [default: all].")
 @storage_option
 @click.option("--study-name", default=None, metavar="NAME",
-              help="[default: FILE's stem, depth and width, e.g. breast_cancer-8x64].")
+              help="The study to create or resume [default: FILE's stem, depth and width, "
+                   "e.g. breast_cancer-8x64].")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes sharing the storage.")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1),
@@ -115,8 +126,9 @@ def main() -> None:
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="Configs to confirm (plus PyTorch's default).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+              show_default=True, help="auto: CUDA when there is a GPU.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1),
+              help="Seeds the split, the sampler and every trial.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @_user_errors
 def search(data_path: str, target: str | None, task: str, trials: int, timeout: float | None,
@@ -127,75 +139,110 @@ def search(data_path: str, target: str | None, task: str, trials: int, timeout: 
 
     The task (classification or regression) is detected from the target column; the model is
     an MLP of DEPTH x WIDTH, deep enough by default that the init decides whether it trains.
+    Rerunning the same command resumes the study up to --trials finished trials.
     """
     from autoinit.data import load_csv
     from autoinit.models import mlp_factory
     from autoinit.recommend import confirm
-    from autoinit.search import run_search, search_defaults
+    from autoinit.search import prepare_search, resolve_device, search_defaults
     from autoinit.space import resolve_space
-    from autoinit.study import DEFAULT_STORAGE, open_storage
+    from autoinit.study import DEFAULT_STORAGE, display_url, parse_storage_url
 
-    resolve_space(_names(inits), _names(activations))  # bad names fail before any work
+    # Options fail before the data is read (a large file takes a while).
+    resolve_space(_names(inits), _names(activations))
+    resolve_device(device)
     storage_url = storage or DEFAULT_STORAGE
-    open_storage(storage_url)  # a bad URL or folder fails before the data is read
+    parse_storage_url(storage_url)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_csv(data_path, target=target, task=task, seed=seed)
+    n_out = data.n_classes if data.task == "classification" else 1
+    name = study_name or f"{Path(data_path).stem}-{depth}x{width}"
+    run = prepare_search(  # refuses a study made on other data before anything is printed
+        mlp_factory(data.n_features, n_out, depth=depth, width=width),
+        (data.X_train, data.y_train), (data.X_val, data.y_val),
+        **search_defaults(
+            n_trials=trials, timeout=timeout, epochs=epochs, inits=_names(inits),
+            activations=_names(activations), task=data.task, storage=storage_url,
+            study_name=name, seed=seed, device=device, n_jobs=jobs, data_info=data.fingerprint,
+        ),
+    )  # fmt: skip
     _note(f"data: {data.describe()}")
     for line in [*data.notes, f"task: {data.task_reason}"]:
         _note(f"  {line}")
     for warning in caught:
-        _note(f"warning: {warning.message}")
-    n_out = data.n_classes if data.task == "classification" else 1
-    name = study_name or f"{data_path.rsplit('/', 1)[-1].rsplit('.', 1)[0]}-{depth}x{width}"
+        if str(warning.message) not in data.notes:
+            _note(f"warning: {warning.message}")
     progress = _Progress(trials)
     try:
-        finished = run_search(
-            mlp_factory(data.n_features, n_out, depth=depth, width=width),
-            (data.X_train, data.y_train), (data.X_val, data.y_val),
-            **search_defaults(
-                n_trials=trials, timeout=timeout, epochs=epochs, inits=_names(inits),
-                activations=_names(activations), task=data.task, storage=storage_url,
-                study_name=name, seed=seed, device=device, n_jobs=jobs,
-                data_info=data.fingerprint, callbacks=[progress],
-            ),
-        )  # fmt: skip
-        progress.close()
-        _note(f"confirming the top {top_k} configs and PyTorch's default over {seeds} seeds...")
-        rec = confirm(finished.study, finished.objective, seeds=seeds, top_k=top_k)
+        with _quiet_interrupt():
+            run.optimize(callbacks=[progress])
+        progress.finish(run.study)
+        _note(f"confirming the top {top_k} config(s) and PyTorch's default over {seeds} seed(s)...")
+        rec = confirm(run.study, run.objective, seeds=seeds, top_k=top_k)
     except KeyboardInterrupt:
-        progress.close()
-        _note(f"interrupted: finished trials are stored in {storage_url} (study {name!r}); "
-              "run the same command again to resume.")
-        sys.exit(130)
+        progress.finish()
+        _note(f"interrupted: the finished trials are stored in {display_url(storage_url)} "
+              f"(study {name!r}); run the same command again to resume.")  # fmt: skip
+        raise click.exceptions.Exit(130) from None
     finally:
-        progress.close()
-    study = optuna.load_study(study_name=name, storage=open_storage(storage_url))
-    _save_dashboard_extras(study)
+        progress.finish()
+    _save_dashboard_extras(run.study)
     if as_json:
-        click.echo(json.dumps(_result_json(study, rec, storage_url), indent=2))
+        click.echo(json.dumps(_result_json(run.study, rec, storage_url), indent=2))
     else:
-        click.echo(_result_text(study, rec, storage_url))
+        click.echo(_result_text(run.study, rec, storage_url))
 
 
 class _Progress:
-    """A progress bar on stderr: trials done, pruned so far, best validation loss so far."""
+    """A progress bar on stderr: trials done, pruned so far, best validation loss so far.
+
+    It is an Optuna callback that counts the study's finished trials, so a resumed study's and
+    other workers' trials count too.
+    """
 
     def __init__(self, total: int) -> None:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
+        self.total = total
         self.bar = tqdm(total=total, desc="trials", unit="trial", file=sys.stderr,
                         dynamic_ncols=True, leave=True)  # fmt: skip
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial | None) -> None:
         finished = study.get_trials(deepcopy=False, states=records.FINISHED_STATES)
         pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in finished)
         values = [t.value for t in finished if t.value is not None]
-        self.bar.n = min(len(finished), self.bar.total)
+        self.bar.n = min(len(finished), self.total)
         self.bar.set_postfix(pruned=pruned, best=f"{min(values):.4g}" if values else "-")
 
-    def close(self) -> None:
+    def finish(self, study: optuna.Study | None = None) -> None:
+        """Show ``study``'s final count (a resumed study may have had nothing to run); close."""
+        if study is not None and not self.bar.disable:
+            self(study, None)
         self.bar.close()
+
+
+class _DropAfterInterrupt(logging.Filter):
+    """Optuna logs the trial that Ctrl+C stopped as failed, with a traceback; the CLI says what
+    happened in one line instead."""
+
+    interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted = True
+        return not self.interrupted
+
+
+@contextlib.contextmanager
+def _quiet_interrupt() -> Iterator[None]:
+    logger = logging.getLogger("optuna.study._optimize")
+    drop = _DropAfterInterrupt()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def _save_dashboard_extras(study: optuna.Study) -> None:
@@ -208,10 +255,17 @@ def _metric_label(name: str) -> str:
     return "R²" if name == "r2" else name
 
 
-def _pm(mean: float | None, std: float | None) -> str:
+def _pm(mean: float | None, std: float | None, missing: str = "diverged") -> str:
     if mean is None or not math.isfinite(mean):
-        return "diverged"
+        return missing
     return f"{mean:.4f} ± {std or 0.0:.4f}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+MAX_ROWS = 10  # rows of the ranking table in text output (the JSON has them all)
 
 
 def _result_text(study: optuna.Study, rec: Any, storage_url: str) -> str:
@@ -219,34 +273,60 @@ def _result_text(study: optuna.Study, rec: Any, storage_url: str) -> str:
 
     metric = _metric_label(rec.metric_name)
     rows = [("rank", "init", "activation", "slope", "val loss (mean ± std)", metric)]
-    for index, ranked in enumerate(rec.ranking, start=1):
+    for index, ranked in enumerate(rec.ranking[:MAX_ROWS], start=1):
         config = ranked.config
         rows.append((
             str(index), config.init, config.activation,
             "" if config.leaky_slope is None else f"{config.leaky_slope:.3g}",
-            _pm(ranked.mean, ranked.std), _pm(ranked.metric_mean, ranked.metric_std),
+            _pm(ranked.mean, ranked.std), _pm(ranked.metric_mean, ranked.metric_std, "-"),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines = ["", str(rec), "", f"Confirmed over {len(rec.seeds)} seeds:", *table, ""]
+    if len(rec.ranking) > MAX_ROWS:
+        table.append(f"... and {len(rec.ranking) - MAX_ROWS} more (--json lists them all)")
+    if records.STUDY_RECOMMENDATION in study.user_attrs:
+        heading = f"Confirmed over {_plural(len(rec.seeds), 'seed')}:"
+    else:
+        heading = "Ranked by the search trials (one seed each, not confirmed):"
+    count = _trial_counts(study)
+    trials = (f"{_plural(count['finished'], 'trial')}: {count['complete']} complete, "
+              f"{count['pruned']} pruned" + (f", {count['failed']} failed" if count["failed"]
+                                             else ""))  # fmt: skip
     stops = {k: n for k, n in records.stop_counts(study).items() if n}
-    if stops:
-        lines.append("Stopped early: " + ", ".join(
-            f"{records.STOP_LABELS[k]} {n}" for k, n in stops.items()))  # fmt: skip
-    lines += [
-        f"Study {study.study_name!r} stored in {storage_url}",
+    stopped = ", ".join(f"{records.STOP_LABELS[k]} {n}" for k, n in stops.items()) or "none"
+    from autoinit.study import display_url
+
+    shown = display_url(storage_url)
+    quoted_url, quoted_name = shlex.quote(shown), shlex.quote(study.study_name)
+    return "\n".join([
+        "", str(rec), "", heading, *table, "",
+        trials,
+        f"Stopped early: {stopped}",
+        f"Study {study.study_name!r} stored in {shown}",
         "Look at it with:",
-        f"  autoinit report --storage {storage_url} --study-name {study.study_name}",
-        f"  {dashboard_command(storage_url)}",
-    ]
-    return "\n".join(lines)
+        f"  autoinit report --storage {quoted_url} --study-name {quoted_name}",
+        f"  {dashboard_command(shown)}",
+    ])  # fmt: skip
+
+
+def _trial_counts(study: optuna.Study) -> dict[str, int]:
+    """Finished trials (those that count toward --trials), split by state, and failed ones."""
+    states = optuna.trial.TrialState
+    count = {name: len(study.get_trials(deepcopy=False, states=(state,)))
+             for name, state in [("complete", states.COMPLETE), ("pruned", states.PRUNED),
+                                 ("failed", states.FAIL)]}  # fmt: skip
+    return {"finished": count["complete"] + count["pruned"], **count}
 
 
 def _result_json(study: optuna.Study, rec: Any, storage_url: str) -> dict[str, Any]:
+    count = _trial_counts(study)
     return {
         "study_name": study.study_name,
-        "storage": storage_url,
-        "trials": len(study.trials),
+        "storage": display_url(storage_url),
+        "trials": count.pop("finished"),
+        "trial_states": count,
+        "task": study.user_attrs.get(records.STUDY_TASK),
+        "data": study.user_attrs.get(records.STUDY_DATA),
         "stopped_early": records.stop_counts(study),
         "recommendation": rec.to_dict(),
     }
@@ -254,7 +334,8 @@ def _result_json(study: optuna.Study, rec: Any, storage_url: str) -> dict[str, A
 
 @main.command()
 @storage_option
-@study_option
+@click.option("--study-name", default=None, metavar="NAME",
+              help="The study to print [default: list the studies].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @_user_errors
 def show(storage: str | None, study_name: str | None, as_json: bool) -> None:
@@ -266,22 +347,24 @@ def show(storage: str | None, study_name: str | None, as_json: bool) -> None:
       autoinit show --study-name breast_cancer-8x64 --json
     """
     from autoinit.recommend import Recommendation
-    from autoinit.study import DEFAULT_STORAGE, load_study, open_storage
+    from autoinit.study import DEFAULT_STORAGE, display_url, load_study, open_storage, study_names
 
     storage_url = storage or DEFAULT_STORAGE
-    opened = open_storage(storage_url)
+    opened = open_storage(storage_url, create=False)
     if study_name is None:
-        summaries = optuna.get_all_study_summaries(opened, include_best_trial=True)
-        listing = [
-            {"study_name": s.study_name, "trials": s.n_trials,
-             "best_value": s.best_trial.value if s.best_trial else None,
-             "task": s.user_attrs.get(records.STUDY_TASK)}
-            for s in summaries
-        ]  # fmt: skip
+        listing = []
+        for name in study_names(opened):
+            study = optuna.load_study(study_name=name, storage=opened)
+            complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            listing.append({
+                "study_name": name, "trials": _trial_counts(study)["finished"],
+                "best_value": min((t.value for t in complete), default=None),
+                "task": study.user_attrs.get(records.STUDY_TASK),
+            })  # fmt: skip
         if as_json:
             click.echo(json.dumps(listing, indent=2))
         elif not listing:
-            click.echo(f"no study in {storage_url} yet; run `autoinit search --data FILE`.")
+            click.echo(f"no study in {display_url(storage_url)} yet; run `autoinit search --data FILE`.")
         else:
             for item in listing:
                 best = "-" if item["best_value"] is None else f"{item['best_value']:.4g}"
@@ -298,7 +381,13 @@ def show(storage: str | None, study_name: str | None, as_json: bool) -> None:
 
 @main.command(name="list")
 def list_space() -> None:
-    """Show the search space: initializers (formulas, aliases) and activations (gains)."""
+    """Show the search space: initializers (formulas, aliases) and activations (gains).
+
+    \b
+    Example:
+      autoinit list
+      autoinit search --data FILE --inits he_normal,xavier_uniform --activations relu,tanh
+    """
     from autoinit.activations import get_activation, list_activations
     from autoinit.initializers import get_initializer, list_initializers
 
@@ -322,7 +411,7 @@ def list_space() -> None:
 @storage_option
 @study_option
 @click.option("--output", default=None, metavar="FILE.html",
-              help="[default: studies/<study>.html]")
+              help="Where to write it [default: studies/<study>.html].")
 @_user_errors
 def report(storage: str | None, study_name: str | None, output: str | None) -> None:
     """Write a self-contained HTML report of a study (works offline).
@@ -334,17 +423,19 @@ def report(storage: str | None, study_name: str | None, output: str | None) -> N
     from autoinit.report import write_report
     from autoinit.study import load_study, open_storage
 
-    study = load_study(open_storage(storage), study_name)
+    study = load_study(open_storage(storage, create=False), study_name)
     try:
         path = write_report(study, output)
     except OSError as error:
-        raise UserError(f"cannot write the report to {error.filename}: {error.strerror}.") from None
+        where = error.filename or output
+        raise UserError(f"cannot write the report to {where}: {error.strerror or error}.") from None
     click.echo(f"report written to {path}")
 
 
 @main.command()
 @storage_option
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 shows the studies to the network).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @_user_errors
 def dashboard(storage: str | None, host: str, port: int) -> None:
@@ -354,10 +445,16 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     Example:
       autoinit dashboard --port 8081
     """
-    from autoinit.dashboard import run_dashboard
+    from autoinit.dashboard import MISSING, available, run_dashboard
     from autoinit.study import DEFAULT_STORAGE, open_storage
 
+    if not available():
+        raise UserError(MISSING)
     storage_url = storage or DEFAULT_STORAGE
-    open_storage(storage_url)
-    click.echo(f"optuna-dashboard on http://{host}:{port} for {storage_url} (Ctrl+C to stop)")
-    run_dashboard(storage_url, host=host, port=port)
+    open_storage(storage_url, create=False)  # a bad URL or a missing file fails here, in one line
+    try:
+        run_dashboard(storage_url, host=host, port=port)  # prints where it listens; Ctrl+C stops
+    except OSError as error:  # the port is taken, or the host cannot be bound
+        raise UserError(
+            f"cannot serve on {host}:{port}: {error.strerror or error}; choose another --port."
+        ) from None

@@ -17,7 +17,7 @@ from autoinit.report import summary_markdown
 
 HEATMAP_ID = "autoinit-heatmap"
 CONFIRMATION_ID = "autoinit-confirmation"
-_MISSING = "optuna-dashboard is not installed; install it with: pip install 'autoinit[dashboard]'"
+MISSING = "optuna-dashboard is not installed; install it with: pip install 'autoinit[dashboard]'"
 
 
 def _optuna_dashboard() -> ModuleType | None:
@@ -26,6 +26,11 @@ def _optuna_dashboard() -> ModuleType | None:
     except ImportError:
         return None
     return optuna_dashboard
+
+
+def available() -> bool:
+    """Whether optuna-dashboard can be imported (it is the optional extra ``autoinit[dashboard]``)."""
+    return _optuna_dashboard() is not None
 
 
 def save_to_dashboard(study: optuna.Study) -> bool:
@@ -59,5 +64,5 @@ def run_dashboard(storage_url: str, *, host: str = "127.0.0.1", port: int = 8080
     """
     dashboard = _optuna_dashboard()
     if dashboard is None:
-        raise ConfigError(_MISSING)
+        raise ConfigError(MISSING)
     dashboard.run_server(storage_url, host=host, port=port)

@@ -234,21 +234,53 @@ def search_defaults(**options: Any) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class SearchRun:
-    """A finished search: the study, and the objective that ran it (reused to confirm)."""
+    """A search made ready (study opened or resumed, baselines queued) or run.
+
+    The objective is kept so that :func:`autoinit.recommend.confirm` can retrain with it.
+    """
 
     study: optuna.Study
     objective: Objective
+    options: types.SimpleNamespace
+    device: torch.device
+
+    def optimize(self, callbacks: Sequence[Callable] = ()) -> "SearchRun":
+        """Run trials until the study holds ``n_trials`` finished ones (or the timeout)."""
+        o = self.options
+        with torch_threads(o.threads, self.device):
+            if o.n_jobs == 1:
+                _optimize(self.study, self.objective, o.n_trials, o.timeout,
+                          [*o.callbacks, *callbacks])  # fmt: skip
+            else:
+                _optimize_in_workers(self.study, self.objective, o, [*o.callbacks, *callbacks])
+        return self
+
+
+MAX_SEED = 2**31 - 1 - 1000 * 64  # workers offset the sampler's seed by 1000 each
 
 
 def run_search(
     model_fn: ModelFn, train_loader: DataLike, val_loader: DataLike | None, **options: Any
 ) -> SearchRun:
     """:func:`search`'s body; ``options`` are all of search's keyword arguments."""
+    return prepare_search(model_fn, train_loader, val_loader, **options).optimize()
+
+
+def prepare_search(
+    model_fn: ModelFn, train_loader: DataLike, val_loader: DataLike | None, **options: Any
+) -> SearchRun:
+    """Check everything, open (or resume) the study and queue the baselines; train nothing.
+
+    Every user error surfaces here, before any trial runs: bad options, bad data, a study
+    made on other data.
+    """
     o = types.SimpleNamespace(**options)
     for name in ("n_trials", "n_jobs"):
         value = options[name]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{name} must be a positive integer but got {value!r}.")
+    if not isinstance(o.seed, int) or not 0 <= o.seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}] but got {o.seed!r}.")
     device = resolve_device(o.device)
     budget = Budget(o.epochs, o.max_steps, o.trial_time_limit, o.batch_size, o.optimizer, o.lr)
     inits, activations = resolve_space(o.inits, o.activations)
@@ -259,6 +291,8 @@ def run_search(
     guard = None if o.guard is False else ({} if o.guard is True else dict(o.guard))
     if guard:
         DivergenceGuard(**guard)  # check the options now, not in the first trial
+    if o.n_jobs > 1:
+        _check_workers_possible(o, model_fn, data)
     fingerprint = data_fingerprint(data)
     if o.data_info and "sha256" in o.data_info:
         fingerprint = str(o.data_info["sha256"])[:12]
@@ -285,12 +319,7 @@ def run_search(
         params = {k: v for k, v in config.to_dict().items() if v is not None}
         study.enqueue_trial(params, skip_if_exists=True)
     objective = Objective(model_fn, data, budget, inits, activations, o.seed, guard)
-    with torch_threads(o.threads, device):
-        if o.n_jobs == 1:
-            _optimize(study, objective, o.n_trials, o.timeout, o.callbacks)
-        else:
-            _optimize_in_workers(study, objective, o)
-    return SearchRun(study, objective)
+    return SearchRun(study, objective, o, device)
 
 
 def _planned_steps(budget: Budget, data: TrainingData) -> int | None:
@@ -324,21 +353,19 @@ def _optimize(
 
 
 def _optimize_in_workers(
-    study: optuna.Study, objective: Objective, o: types.SimpleNamespace
+    study: optuna.Study,
+    objective: Objective,
+    o: types.SimpleNamespace,
+    callbacks: Sequence[Callable],
 ) -> None:
-    """``n_jobs`` processes on one storage: this one plus ``n_jobs - 1`` spawned workers."""
-    url = studies.storage_url(o.storage)
-    if url is None:
-        raise ConfigError("n_jobs > 1 needs a database storage URL (workers share it).")
-    try:
-        pickle.dumps(objective)
-    except Exception as error:  # noqa: BLE001 - any pickling failure means the same fix
-        raise ConfigError(
-            f"n_jobs > 1 needs a picklable model_fn and data ({type(error).__name__}: {error}); "
-            "use a module-level function or class instead of a lambda, or n_jobs=1."
-        ) from None
+    """``n_jobs`` processes on one storage: this one plus ``n_jobs - 1`` spawned workers.
+
+    If this process is interrupted, the workers are terminated too; their running trials are
+    then failed by the heartbeat and retried by the next search.
+    """
     import torch.multiprocessing as mp
 
+    url = studies.storage_url(o.storage)
     context = mp.get_context("spawn")
     workers = [
         context.Process(
@@ -352,7 +379,11 @@ def _optimize_in_workers(
     for worker in workers:
         worker.start()
     try:
-        _optimize(study, objective, o.n_trials, o.timeout, o.callbacks)
+        _optimize(study, objective, o.n_trials, o.timeout, callbacks)
+    except BaseException:
+        for worker in workers:
+            worker.terminate()
+        raise
     finally:
         for worker in workers:
             worker.join()
@@ -369,10 +400,27 @@ def _optimize_in_workers(
 def _worker(url, study_name, objective, n_trials, timeout, sampler, pruner, seed, index, threads):
     """Entry point of a spawned worker process."""
     torch.set_num_threads(threads or 1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
         study_name=study_name,
         storage=studies.open_storage(url),
         sampler=sampler or studies.default_sampler(seed, worker=index),
         pruner=pruner,
     )
-    _optimize(study, objective, n_trials, timeout, ())
+    try:
+        _optimize(study, objective, n_trials, timeout, ())
+    except KeyboardInterrupt:  # Ctrl+C reaches the whole process group; the parent reports it
+        pass
+
+
+def _check_workers_possible(o: types.SimpleNamespace, model_fn: ModelFn, data: TrainingData) -> None:
+    """Worker processes need a shared database and a model_fn and data they can be sent."""
+    if studies.storage_url(o.storage) is None:
+        raise ConfigError("n_jobs > 1 needs a database storage URL (workers share it).")
+    try:
+        pickle.dumps((model_fn, data))
+    except Exception as error:  # noqa: BLE001 - any pickling failure means the same fix
+        raise ConfigError(
+            f"n_jobs > 1 needs a picklable model_fn and data ({type(error).__name__}: {error}); "
+            "use a module-level function or class instead of a lambda, or n_jobs=1."
+        ) from None

@@ -33,8 +33,33 @@ SQLITE_LOCK_TIMEOUT = 60
 COUNTED_STATES = records.FINISHED_STATES
 
 
-def open_storage(url: str | optuna.storages.BaseStorage | None = None) -> optuna.storages.BaseStorage:
+def parse_storage_url(url: str) -> sqlalchemy.engine.URL:
+    """Check a storage URL's syntax (nothing is opened or created)."""
+    try:
+        return make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(
+            f"bad storage URL {url!r}: expected e.g. {DEFAULT_STORAGE} or "
+            "postgresql://user:password@host/dbname."
+        ) from None
+
+
+def display_url(url: str | None) -> str:
+    """The storage URL to print: the default spelled out, any password hidden."""
+    url = url or DEFAULT_STORAGE
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def open_storage(
+    url: str | optuna.storages.BaseStorage | None = None, *, create: bool = True
+) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` (default :data:`DEFAULT_STORAGE`), tuned for SQLite.
+
+    With ``create=False`` (commands that only read) a missing SQLite file is an error rather
+    than a new empty database.
 
     Raises:
         StorageError: the URL is malformed, its driver is missing, or it cannot be opened.
@@ -42,16 +67,15 @@ def open_storage(url: str | optuna.storages.BaseStorage | None = None) -> optuna
     if isinstance(url, optuna.storages.BaseStorage):
         return url
     url = url or DEFAULT_STORAGE
-    try:
-        parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise StorageError(
-            f"bad storage URL {url!r}: expected e.g. {DEFAULT_STORAGE} or "
-            "postgresql://user:password@host/dbname."
-        ) from None
+    parsed = parse_storage_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
     engine_kwargs: dict[str, Any] = {}
     if is_sqlite:
+        if not create and not _sqlite_exists(parsed.database):
+            raise StorageError(
+                f"no study database at {parsed.database}: run `autoinit search` first, or pass "
+                "--storage with the URL the search used."
+            )
         _check_sqlite_path(parsed.database, url)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT}
     try:
@@ -84,6 +108,11 @@ def _quiet_experimental() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
+
+
+def _sqlite_exists(database: str | None) -> bool:
+    in_memory = not database or database == ":memory:" or database.startswith("file:")
+    return in_memory or pathlib.Path(database).expanduser().exists()
 
 
 def _redact(parsed: sqlalchemy.engine.URL) -> str:

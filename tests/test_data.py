@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -104,6 +105,19 @@ def test_numeric_junk_after_the_sample_rows_is_still_found(tmp_path, monkeypatch
     data = load_csv(write(tmp_path, "a,label\n" + rows))
     assert data.feature_names == ["a"]
     assert any("'a'" in note and "'?'" in note for note in data.notes)
+
+
+def test_types_mixed_by_chunked_parsing_are_read_as_text(tmp_path):
+    # pandas infers types per chunk of ~260k rows: past it, these columns turn to text, leaving
+    # True next to "maybe" and 1 next to "yes" in one column
+    n, switch = 330_000, 280_000
+    rows = (
+        f"{i % 7},{'maybe' if i >= switch else bool(i % 2)},{'yes' if i >= switch else i % 2}\n"
+        for i in range(n)
+    )
+    data = load_csv(write(tmp_path, "a,flag,label\n" + "".join(rows)))
+    assert data.feature_names == ["a", "flag_False", "flag_True", "flag_maybe"]
+    assert data.classes == ["0", "1", "yes"]
 
 
 def test_target_note_says_where_the_target_came_from(tmp_path):
@@ -304,6 +318,17 @@ def test_bundled_examples_load(name, task, rows, features, classes):
     assert data.task == task and data.classes == classes
     assert len(data.X_train) + len(data.X_val) == rows and data.n_features == features
     assert torch.isfinite(data.X_train).all() and torch.isfinite(data.y_train.float()).all()
+
+
+def test_bundled_examples_match_their_export_script(tmp_path):
+    path = EXAMPLES / "export_datasets.py"
+    spec = importlib.util.spec_from_file_location("export_datasets", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.export_breast_cancer(tmp_path / "breast_cancer.csv")
+    script.export_diabetes(tmp_path / "diabetes.csv")
+    for name in ("breast_cancer.csv", "diabetes.csv"):
+        assert (tmp_path / name).read_bytes() == (EXAMPLES / name).read_bytes(), name
 
 
 # --- bad input ---------------------------------------------------------------------------------

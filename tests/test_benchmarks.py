@@ -1,0 +1,130 @@
+"""Smoke test of ``python -m benchmarks.run --quick``: it runs, and its JSON has every field.
+
+The figures themselves are measurements, not pass/fail checks; only their presence and types are
+tested here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBER = (int, float)
+OPTIONAL_NUMBER = (int, float, type(None))
+
+# section -> figure -> the type it must have
+FIELDS = {
+    "overhead": {
+        "trials": NUMBER, "epochs": NUMBER, "plain_s_per_trial": NUMBER,
+        "search_s_per_trial": NUMBER, "ratio": NUMBER, "cpu_ratio": NUMBER,
+        "overhead_ms_per_trial": NUMBER, "in_loop_ms_per_trial": NUMBER,
+        "outside_loop_ms_per_trial": NUMBER, "guard_cpu_share": NUMBER, "storage": dict,
+    },
+    "guard": {
+        "configs": NUMBER, "full_steps": NUMBER, "seconds_with_guard": NUMBER,
+        "seconds_without_guard": NUMBER, "speedup": NUMBER, "stopped_by_guard": NUMBER,
+        "stopped_without_guard": NUMBER, "ideal_speedup": NUMBER, "steps_fraction_mean": NUMBER,
+        "steps_fraction_max": NUMBER, "best_with_guard": str, "best_without_guard": str,
+        "same_best": bool, "trials": dict,
+    },
+    "efficiency": {
+        "grid_trials": NUMBER, "stopped_by_guard": NUMBER, "best": str, "best_value": NUMBER,
+        "within_1pct": list, "baseline_within_1pct": bool, "cap": NUMBER,
+        "tpe_trials_median": NUMBER, "tpe_distinct_median": NUMBER,
+        "tpe_fraction_of_grid": NUMBER, "tpe_trials": list, "random_trials_median": NUMBER,
+        "random_distinct_median": NUMBER, "random_fraction_of_grid": NUMBER,
+        "random_trials": list,
+    },
+    "scaling": {
+        "epoch_by_rows": list, "epoch_by_depth": list, "csv": list, "rows_exponent": NUMBER,
+        "depth_exponent": NUMBER, "train_peak_over_data": NUMBER, "csv_rows": NUMBER,
+        "csv_time_ratio": NUMBER, "csv_cpu_ratio": NUMBER, "csv_peak_over_data": NUMBER,
+    },
+    "parallel": {
+        "trials": NUMBER, "worker_start_s": NUMBER, "trials_per_minute_1": NUMBER,
+        "trials_per_minute_2": NUMBER, "speedup": NUMBER, "cpu_per_trial_ratio": NUMBER,
+        "cpu_bound_speedup": NUMBER,
+    },
+    "known": {
+        "epochs": NUMBER, "seeds": NUMBER, "accuracy": dict, "orderings": dict,
+        "papers_hold": bool, "at_chance": bool, "separation_step": OPTIONAL_NUMBER,
+        "eval_every": NUMBER, "plain_vs_autoinit_max_diff": NUMBER,
+    },
+}  # fmt: skip
+NESTED = {  # figures made of numbers: every leaf must be a number
+    ("overhead", "storage"): ("autoinit_ms_per_trial", "plain_rdb_ms_per_trial", "speedup"),
+    ("scaling", "epoch_by_rows"): ("rows", "depth", "epoch_s", "peak_mb", "peak_over_data"),
+    ("scaling", "epoch_by_depth"): ("rows", "depth", "epoch_s", "peak_mb", "peak_over_data"),
+    ("scaling", "csv"): (
+        "rows", "megabytes", "read_csv_s", "load_csv_s", "time_ratio", "cpu_ratio",
+        "read_csv_peak_over_data", "load_csv_peak_over_data",
+    ),
+}  # fmt: skip
+
+
+def _benchmarks(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("benchmarks")
+    output = folder / "quick.json"
+    done = _benchmarks("--quick", "--output", str(output), "--workdir", str(folder), cwd=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MISSED" in done.stdout or " ok" in done.stdout  # the table was printed
+    return json.loads(output.read_text())
+
+
+def _is(value, kind) -> bool:
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+@pytest.mark.slow
+def test_quick_run_has_every_section_and_field(quick_report):
+    assert quick_report["meta"]["quick"] is True
+    assert set(quick_report["sections"]) == set(FIELDS)
+    for name, fields in FIELDS.items():
+        section = quick_report["sections"][name]
+        assert _is(section["seconds"], NUMBER) and _is(section["load_before"], NUMBER)
+        figures = section["figures"]
+        assert sorted(set(fields) - set(figures)) == [], name
+        for field, kind in fields.items():
+            assert _is(figures[field], kind), (name, field, figures[field])
+
+
+@pytest.mark.slow
+def test_quick_run_nested_figures_are_numbers(quick_report):
+    for (name, field), keys in NESTED.items():
+        value = quick_report["sections"][name]["figures"][field]
+        for row in value if isinstance(value, list) else [value]:
+            for key in keys:
+                assert _is(row[key], NUMBER), (name, field, key, row)
+    for row in quick_report["sections"]["known"]["figures"]["accuracy"].values():
+        assert _is(row["mean"], NUMBER) and _is(row["std"], NUMBER)
+
+
+@pytest.mark.slow
+def test_quick_run_targets_are_well_formed(quick_report):
+    for name, section in quick_report["sections"].items():
+        assert section["targets"], name
+        for row in section["targets"]:
+            assert set(row) == {"figure", "value", "target", "met"}, (name, row)
+            assert isinstance(row["met"], bool) and row["target"].split()[0] in ("<=", ">=", "==")
+
+
+def test_unknown_section_is_refused_with_the_valid_names(tmp_path):
+    done = _benchmarks("--only", "overhead,bogus", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "'bogus'" in done.stderr and "overhead, guard, efficiency" in done.stderr
