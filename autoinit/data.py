@@ -526,8 +526,12 @@ def _float32(series: pd.Series, notes: list[str]) -> np.ndarray:
 
 
 def _clean_target(y: pd.Series, name: str, notes: list[str]) -> pd.Series:
-    """The target without missing values; a column of numbers with some junk becomes numeric."""
-    if not _is_number(y.dtype) and y.notna().any():
+    """The target without missing values; a column of numbers with some junk becomes numeric.
+
+    Text with few distinct values stays text: those are class labels, even when most of them
+    look like numbers (``0, 1, "other"``), so no class is dropped as junk.
+    """
+    if not _is_number(y.dtype) and y.notna().any() and y.nunique() > MAX_CLASSES:
         converted = _mostly_numeric(y, notes)
         y = y if converted is None else converted
     infinite = int(np.isinf(y).sum()) if pd.api.types.is_float_dtype(y) else 0

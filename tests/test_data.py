@@ -410,3 +410,13 @@ def test_val_fraction_must_be_inside_zero_one(tmp_path, fraction):
 def test_unknown_task(tmp_path):
     message = error_message(write(tmp_path, table()), tmp_path, task="clustering")
     assert "'clustering'" in message and "'classification'" in message
+
+
+def test_a_text_label_among_numeric_labels_is_a_class_not_junk(tmp_path):
+    rows = [f"{i},{i % 2}" for i in range(60)] + ["60,other", "61,other"]
+    path = tmp_path / "labels.csv"
+    path.write_text("x,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    data = load_csv(path)
+    assert data.task == "classification"
+    assert sorted(data.classes) == ["0", "1", "other"]
+    assert len(data.X_train) + len(data.X_val) == 62
