@@ -20,6 +20,11 @@ from autoinit.space import Config
 
 FAILED = records.FAILED
 KIND_LABELS = records.STOP_LABELS
+# Short enough to fit a heatmap cell; the hover gives each trial's full reason.
+_CELL_NOTES = {
+    "non-finite": "✕ NaN", "exploding": "✕ explodes", "vanishing": "✕ vanishes",
+    "symmetric": "✕ symmetric", "pruner": "pruned", FAILED: "failed",
+}  # fmt: skip
 _GUARD_KINDS = frozenset(records.PRUNE_KINDS) - {"pruner"}
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 _DIVERGED_COLOR = "#d62728"
@@ -105,7 +110,7 @@ def _get_heatmap_info(study: optuna.Study) -> _HeatmapInfo:
         note = ""
         if best is None and stopped:
             kind = collections.Counter(_kind(t) for t in stopped).most_common(1)[0][0]
-            note = FAILED if kind == FAILED else f"pruned: {KIND_LABELS[kind]}"
+            note = _CELL_NOTES[kind]
         cells[key] = _Cell(
             best_value=best.value if best else None,
             best_trial=best.number if best else None,
@@ -163,7 +168,7 @@ def plot_heatmap(study: optuna.Study) -> go.Figure:
                 text=[c.note for _, _, c in notes],
                 hovertext=[hover(c) for _, _, c in notes],
                 hoverinfo="text",
-                textfont={"color": _DIVERGED_COLOR},
+                textfont={"color": _DIVERGED_COLOR, "size": 10},
                 showlegend=False,
             )
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -116,11 +117,20 @@ def data_fingerprint(data: TrainingData) -> str:
 
 
 def describe_model(model_fn: ModelFn) -> str:
-    """The model's repr on one line (built with PyTorch's defaults; nothing is trained)."""
+    """A short, stable description: class, its extra repr, layer counts and parameter count.
+
+    Built with PyTorch's defaults and the RNG state restored; nothing is trained.
+    """
     with torch.random.fork_rng():
         model = build(model_fn, PYTORCH_DEFAULT)
-    text = " ".join(repr(model).split())
-    return text if len(text) <= 300 else text[:297] + "..."
+    extra = model.extra_repr()
+    name = type(model).__name__ + (f"({extra})" if extra and len(extra) <= 60 else "")
+    layers = collections.Counter(
+        type(m).__name__ for m in model.modules() if m is not model and not list(m.children())
+    )
+    parts = ", ".join(f"{n} {kind}" for kind, n in layers.items())
+    count = sum(p.numel() for p in model.parameters())
+    return f"{name}: {parts}; {count:,} parameters" if parts else f"{name}; {count:,} parameters"
 
 
 def _model_name(model_fn: ModelFn) -> str:
