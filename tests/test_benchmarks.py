@@ -28,10 +28,10 @@ FIELDS = {
     },
     "guard": {
         "configs": NUMBER, "full_steps": NUMBER, "seconds_with_guard": NUMBER,
-        "seconds_without_guard": NUMBER, "speedup": NUMBER, "stopped_by_guard": NUMBER,
-        "stopped_without_guard": NUMBER, "ideal_speedup": NUMBER, "steps_fraction_mean": NUMBER,
-        "steps_fraction_max": NUMBER, "best_with_guard": str, "best_without_guard": str,
-        "same_best": bool, "trials": dict,
+        "seconds_without_guard": NUMBER, "speedup": NUMBER, "cpu_speedup": NUMBER,
+        "stopped_by_guard": NUMBER, "stopped_without_guard": NUMBER, "ideal_speedup": NUMBER,
+        "steps_fraction_mean": NUMBER, "steps_fraction_max": NUMBER, "best_with_guard": str,
+        "best_without_guard": str, "same_best": bool, "trials": dict,
     },
     "efficiency": {
         "grid_trials": NUMBER, "stopped_by_guard": NUMBER, "best": str, "best_value": NUMBER,
@@ -49,7 +49,7 @@ FIELDS = {
     "parallel": {
         "trials": NUMBER, "worker_start_s": NUMBER, "trials_per_minute_1": NUMBER,
         "trials_per_minute_2": NUMBER, "speedup": NUMBER, "cpu_per_trial_ratio": NUMBER,
-        "cpu_bound_speedup": NUMBER,
+        "cpu_bound_speedup": NUMBER, "worker_crashes": NUMBER,
     },
     "known": {
         "epochs": NUMBER, "seeds": NUMBER, "accuracy": dict, "orderings": dict,

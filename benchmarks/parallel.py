@@ -1,0 +1,71 @@
+"""5. Parallel workers: trials per minute with ``search(..., n_jobs=1)`` and ``n_jobs=2``.
+
+The same configs are enqueued for both (every worker takes the next one from the study's
+queue), on a SQLite file each, ``NopPruner`` in both, one torch thread per worker. The times are
+whole ``search()`` calls, so they include starting the worker processes; the two are run
+alternately ``repeats`` times and the best of each is kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autoinit.models import mlp_factory
+from autoinit.space import Config
+
+from benchmarks.common import blobs, in_fresh_process, search_configs, sqlite_url, target, timed
+
+FEATURES, CLASSES = 50, 3
+INITS = ("kaiming_normal", "kaiming_uniform", "xavier_uniform", "xavier_normal",
+         "lecun_normal", "lecun_uniform", "orthogonal", "trunc_normal")  # fmt: skip
+ACTIVATIONS = ("relu", "tanh", "selu", "elu", "gelu", "silu")
+
+
+def run(quick: bool, workdir: Path) -> dict[str, Any]:
+    trials, epochs, repeats = (6, 2, 1) if quick else (20, 12, 2)
+    configs = [Config(i, a) for i, a in itertools.product(INITS, ACTIVATIONS)][:trials]
+    x, y = blobs(5000, FEATURES, CLASSES)
+    model_fn = mlp_factory(FEATURES, CLASSES)  # picklable, as worker processes need
+    per_minute: dict[int, float] = {1: 0.0, 2: 0.0}
+    cpu_per_trial: dict[int, float] = {1: math.inf, 2: math.inf}
+    crashes = 0
+    for repeat, jobs in itertools.product(range(repeats), (1, 2)):  # interleaved; the best is kept
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            searched = search_configs(
+                configs, model_fn, (x, y), storage=sqlite_url(workdir / f"jobs-{jobs}-{repeat}.db"),
+                epochs=epochs, n_jobs=jobs, pruner=optuna.pruners.NopPruner(),
+            )  # fmt: skip
+        crashes += sum("exited abnormally" in str(w.message) for w in caught)
+        # per config: with two workers a trial or two more may start at the end (both see the
+        # study one short of n_trials); they repeat a finished config, which costs no training
+        per_minute[jobs] = max(per_minute[jobs], 60 * trials / searched.seconds)
+        cpu_per_trial[jobs] = min(cpu_per_trial[jobs], searched.seconds.cpu / trials)
+    _, start = timed(in_fresh_process, _start_worker)
+    figures = {
+        "trials": trials,
+        "worker_start_s": start,  # spawn a process and import autoinit's search into it
+        "trials_per_minute_1": per_minute[1],
+        "trials_per_minute_2": per_minute[2],
+        "speedup": per_minute[2] / per_minute[1],
+        # CPU seconds per trial, all processes, n_jobs=2 over n_jobs=1: the extra work of a
+        # second worker (its start included); 2 / this is the speedup two idle cores would give
+        "cpu_per_trial_ratio": cpu_per_trial[2] / cpu_per_trial[1],
+        "cpu_bound_speedup": 2 * cpu_per_trial[1] / cpu_per_trial[2],
+        # worker processes that died (search warns); a dead worker leaves its share to the others
+        "worker_crashes": crashes,
+    }
+    return {
+        "figures": figures,
+        "targets": [target("speedup (n_jobs=2 / n_jobs=1)", figures["speedup"], ">=", 1.7)],
+    }
+
+
+def _start_worker() -> None:
+    import autoinit.search  # noqa: F401 - what a worker process imports before its first trial
