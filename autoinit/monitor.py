@@ -12,7 +12,10 @@ the point where skorch calls ``on_grad_computed``. It raises :class:`Diverged`, 
   ``reference_steps`` steps while the loss is above its step-0 value (``exploding``: catches a
   too-large learning rate a few steps in; the loss condition spares a one-step spike of a run
   that is learning, such as PyTorch's default init whose step-0 norm is tiny);
-- the first layer's gradient norm stays below ``vanish_floor`` for ``vanish_patience`` steps
+- at step 0, the first layer's per-element gradient is more than ``max_depth_ratio`` times the
+  output layer's (``exploding`` across depth: saturated tanh nets with unscaled weights, which
+  otherwise train at chance without tripping any bound);
+- the first layer's gradient norm stays below ``vanish_floor`` for ``vanish_patience`` checks
   (``vanishing``: deep sigmoid nets).
 
 :func:`check_symmetry` catches the last failure mode before training: hidden units with identical
@@ -54,8 +57,12 @@ class DivergenceGuard:
         growth_factor: prune when the norm exceeds this multiple of its early value...
         reference_steps: ...the largest norm of this many first steps, and the loss has not
             fallen below its step-0 value.
+        max_depth_ratio: bound on the first layer's RMS gradient over the output layer's, at
+            step 0.
         vanish_floor: the first layer's gradient norm below this counts as vanished...
-        vanish_patience: ...when it stays there for this many consecutive steps.
+        vanish_patience: ...when it stays there for this many consecutive checks.
+        dense_steps, check_every: gradients are checked every step for ``dense_steps`` steps,
+            then every ``check_every`` steps (the loss is checked every step).
         trial: if given, the reason is stored on it (``prune_kind``, ``prune_reason``) on firing.
 
     Example:
@@ -74,29 +81,36 @@ class DivergenceGuard:
         max_loss: float | None = None,
         growth_factor: float = 1e3,
         reference_steps: int = 3,
+        max_depth_ratio: float = 1e3,
         vanish_floor: float = 1e-8,
         vanish_patience: int = 5,
+        dense_steps: int = 100,
+        check_every: int = 10,
         trial: optuna.Trial | None = None,
     ) -> None:
-        if not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive but got {max_grad_norm}.")
-        if not growth_factor > 1:
-            raise ValueError(f"growth_factor must be greater than 1 but got {growth_factor}.")
-        if reference_steps < 1:
-            raise ValueError(f"reference_steps must be at least 1 but got {reference_steps}.")
-        if vanish_patience < 1:
-            raise ValueError(f"vanish_patience must be at least 1 but got {vanish_patience}.")
+        for name, value, low in [("max_grad_norm", max_grad_norm, 0), ("max_depth_ratio",
+                                 max_depth_ratio, 1), ("growth_factor", growth_factor, 1)]:
+            if not value > low:
+                raise ValueError(f"{name} must be greater than {low} but got {value}.")
+        for name, value in [("reference_steps", reference_steps), ("vanish_patience",
+                            vanish_patience), ("check_every", check_every)]:
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1 but got {value}.")
         self.max_grad_norm = max_grad_norm
         self.max_loss = max_loss
         self.growth_factor = growth_factor
         self.reference_steps = reference_steps
+        self.max_depth_ratio = max_depth_ratio
         self.vanish_floor = vanish_floor
         self.vanish_patience = vanish_patience
+        self.dense_steps = dense_steps
+        self.check_every = check_every
         self.trial = trial
-        self.losses: list[float] = []
-        self.grad_norms: list[float] = []
+        self.losses: list[float] = []  # every step
+        self.grad_steps: list[int] = []  # the steps whose gradients were checked...
+        self.grad_norms: list[float] = []  # ...and their global norms
         self._reference_norm = 0.0
-        self._vanished_steps = 0
+        self._vanished_checks = 0
 
     @property
     def step(self) -> int:
@@ -104,19 +118,39 @@ class DivergenceGuard:
         return len(self.losses)
 
     def check(self, loss: torch.Tensor | float, named_parameters: NamedParams) -> None:
-        """Record this step's loss and gradient norm; raise :class:`Diverged` if unhealthy."""
-        step = self.step
-        names, grads = _named_grads(named_parameters)
-        norms = torch._foreach_norm(grads) if grads else []
-        total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
-        first = norms[_first_weight_index(grads)] if norms else torch.zeros(())
-        loss_t = loss.detach().float() if isinstance(loss, torch.Tensor) else torch.tensor(loss)
-        loss_value, total_norm, first_norm = torch.stack([loss_t, total, first]).tolist()
-        self.losses.append(loss_value)
-        self.grad_norms.append(total_norm)
+        """Record this step's loss (and gradient norms); raise :class:`Diverged` if unhealthy.
 
+        The loss is checked every step. Gradients are checked every step for the first
+        ``dense_steps`` steps, where divergence shows, then every ``check_every`` steps: their
+        norms cost ~8% of a small MLP's step, and a non-finite gradient shows in the next loss.
+        """
+        step = self.step
+        loss_value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        self.losses.append(loss_value)
+        names, grads = _named_grads(named_parameters)
         if not math.isfinite(loss_value):
             self._fire("non-finite", f"non-finite loss at step {step}: {loss_value}")
+        if self.max_loss is not None and loss_value > self.max_loss:
+            norms = torch._foreach_norm(grads) if grads else []
+            self._fire(
+                "exploding",
+                f"exploding loss at step {step}: {loss_value:.3g} > {self.max_loss:.3g} "
+                f"(worst layer {_worst(names, norms)})",
+            )
+        if step >= self.dense_steps and step % self.check_every:
+            return
+        if not grads:
+            return
+        norms = torch._foreach_norm(grads)
+        first, last = _first_weight_index(grads), _last_weight_index(grads)
+        picked = torch.stack([torch.linalg.vector_norm(torch.stack(norms)), norms[first], norms[last]])
+        total_norm, first_norm, last_norm = picked.tolist()
+        self.grad_steps.append(step)
+        self.grad_norms.append(total_norm)
+        self._check_gradients(step, names, grads, norms, total_norm, first_norm, last_norm)
+
+    def _check_gradients(self, step, names, grads, norms, total_norm, first_norm, last_norm):
+        first = _first_weight_index(grads)
         if not math.isfinite(total_norm):
             layer = next(n for n, v in zip(names, norms) if not math.isfinite(v.item()))
             self._fire("non-finite", f"non-finite gradient at step {step} (layer {layer})")
@@ -126,32 +160,36 @@ class DivergenceGuard:
                 f"exploding gradient at step {step}: norm {total_norm:.3g} > "
                 f"{self.max_grad_norm:.3g} (worst layer {_worst(names, norms)})",
             )
-        if self.max_loss is not None and loss_value > self.max_loss:
-            self._fire(
-                "exploding",
-                f"exploding loss at step {step}: {loss_value:.3g} > {self.max_loss:.3g} "
-                f"(gradient norm {total_norm:.3g}, worst layer {_worst(names, norms)})",
+        if step == 0 and last_norm > 0:
+            # Per-element (RMS) gradients, so that layer sizes do not matter.
+            ratio = (first_norm / grads[first].numel() ** 0.5) / (
+                last_norm / grads[_last_weight_index(grads)].numel() ** 0.5
             )
+            if ratio > self.max_depth_ratio:
+                self._fire(
+                    "exploding",
+                    f"exploding gradient across depth at step 0: the first layer's "
+                    f"({names[first]}) gradients are {ratio:.3g}x the output layer's",
+                )
         if step < self.reference_steps:
             self._reference_norm = max(self._reference_norm, total_norm, 1e-12)
         elif (
             total_norm > self.growth_factor * self._reference_norm
-            and loss_value > self.losses[0]
+            and self.losses[-1] > self.losses[0]
         ):
             self._fire(
                 "exploding",
                 f"exploding gradient at step {step}: norm {total_norm:.3g} grew "
                 f"{total_norm / self._reference_norm:.3g}x over the first {self.reference_steps} "
-                f"steps while the loss rose to {loss_value:.3g} (worst layer "
+                f"steps while the loss rose to {self.losses[-1]:.3g} (worst layer "
                 f"{_worst(names, norms)})",
             )
-        self._vanished_steps = self._vanished_steps + 1 if first_norm < self.vanish_floor else 0
-        if self._vanished_steps >= self.vanish_patience:
-            first_name = names[_first_weight_index(grads)]
+        self._vanished_checks = self._vanished_checks + 1 if first_norm < self.vanish_floor else 0
+        if self._vanished_checks >= self.vanish_patience:
             self._fire(
                 "vanishing",
-                f"vanishing gradient at step {step}: first layer ({first_name}) gradient norm "
-                f"{first_norm:.3g} < {self.vanish_floor:.3g} for {self.vanish_patience} steps",
+                f"vanishing gradient at step {step}: first layer ({names[first]}) gradient norm "
+                f"{first_norm:.3g} < {self.vanish_floor:.3g} for {self.vanish_patience} checks",
             )
 
     def _fire(self, kind: str, reason: str) -> None:
@@ -174,6 +212,11 @@ def _named_grads(named_parameters: NamedParams) -> tuple[list[str], list[torch.T
 def _first_weight_index(grads: list[torch.Tensor]) -> int:
     """The earliest matrix-shaped gradient: the input layer's weight."""
     return next((i for i, g in enumerate(grads) if g.dim() >= 2), 0)
+
+
+def _last_weight_index(grads: list[torch.Tensor]) -> int:
+    """The latest matrix-shaped gradient: the output layer's weight."""
+    return max((i for i, g in enumerate(grads) if g.dim() >= 2), default=len(grads) - 1)
 
 
 def _worst(names: list[str], norms: list[torch.Tensor]) -> str:

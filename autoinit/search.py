@@ -9,6 +9,7 @@ import hashlib
 import inspect
 import math
 import pickle
+import time
 import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +26,10 @@ from autoinit.monitor import DivergenceGuard, check_symmetry
 from autoinit.space import PYTORCH_DEFAULT, baselines, resolve_space, suggest
 from autoinit.train import Budget, DataLike, TrainingData, prepare_data, run
 
-GUARD_OFF = {"max_grad_norm": math.inf, "growth_factor": math.inf, "vanish_patience": 1 << 62}
+GUARD_OFF = {
+    "max_grad_norm": math.inf, "max_loss": math.inf, "growth_factor": math.inf,
+    "max_depth_ratio": math.inf, "vanish_patience": 1 << 62,
+}  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -345,21 +349,26 @@ def _optimize(
     n_trials: int,
     timeout: float | None,
     callbacks: Sequence[Callable],
+    *,
+    shared: bool = False,
 ) -> None:
-    """Run trials in this process until the study holds ``n_trials`` finished ones."""
+    """Run trials in this process until the study holds ``n_trials`` finished ones.
+
+    With other workers on the study (``shared``), each finished trial re-counts the study's
+    trials so that all stop at the total; alone, the count is taken once.
+    """
     remaining = n_trials - studies.counted_trials(study)
     if remaining <= 0:
         return
-    stop_at_total = optuna.study.MaxTrialsCallback(n_trials, states=studies.COUNTED_STATES)
+    if shared:
+        callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=studies.COUNTED_STATES),
+                     *callbacks]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=timeout,
-            callbacks=[stop_at_total, *callbacks],
+            objective, n_trials=remaining, timeout=timeout, callbacks=callbacks,
             gc_after_trial=False,
-        )
+        )  # fmt: skip
 
 
 def _optimize_in_workers(
@@ -370,17 +379,24 @@ def _optimize_in_workers(
 ) -> None:
     """``n_jobs`` processes on one storage: this one plus ``n_jobs - 1`` spawned workers.
 
-    If this process is interrupted, the workers are terminated too; their running trials are
-    then failed by the heartbeat and retried by the next search.
+    Queued trials (the baselines) run here first: SQLite has no row locks, so two processes
+    could take the same queued trial (optuna#4002). If this process is interrupted, the workers
+    are terminated too; their running trials are then failed by the heartbeat and retried by
+    the next search.
     """
     import torch.multiprocessing as mp
 
+    started = time.monotonic()
+    queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    done = studies.counted_trials(study)
+    _optimize(study, objective, min(o.n_trials, done + queued), o.timeout, callbacks)
+    timeout = None if o.timeout is None else max(o.timeout - (time.monotonic() - started), 1e-3)
     url = studies.storage_url(o.storage)
     context = mp.get_context("spawn")
     workers = [
         context.Process(
             target=_worker,
-            args=(url, study.study_name, objective, o.n_trials, o.timeout, o.sampler,
+            args=(url, study.study_name, objective, o.n_trials, timeout, o.sampler,
                   study.pruner, o.seed, index, o.threads),
             daemon=True,
         )  # fmt: skip
@@ -389,7 +405,7 @@ def _optimize_in_workers(
     for worker in workers:
         worker.start()
     try:
-        _optimize(study, objective, o.n_trials, o.timeout, callbacks)
+        _optimize(study, objective, o.n_trials, timeout, callbacks, shared=True)
     except BaseException:
         for worker in workers:
             worker.terminate()
@@ -418,7 +434,7 @@ def _worker(url, study_name, objective, n_trials, timeout, sampler, pruner, seed
         pruner=pruner,
     )
     try:
-        _optimize(study, objective, n_trials, timeout, ())
+        _optimize(study, objective, n_trials, timeout, (), shared=True)
     except KeyboardInterrupt:  # Ctrl+C reaches the whole process group; the parent reports it
         pass
 

@@ -229,20 +229,22 @@ class RunResult:
     metric_name: str
     steps: int
     seconds: float
-    losses: list[float]
+    losses: list[float]  # every step
+    grad_steps: list[int]  # the steps whose gradient norm was measured
     grad_norms: list[float]
     probe: dict[str, list]
 
     def telemetry(self) -> dict[str, Any]:
         """The per-trial user_attrs (curves downsampled, JSON-safe)."""
-        keep = records.downsample(self.losses)
+        keep = records.downsample(self.grad_steps)
+        steps = [self.grad_steps[i] for i in keep]
         return {
             records.STEPS: self.steps,
             records.TRAIN_SECONDS: round(self.seconds, 4),
             records.METRIC_NAME: self.metric_name,
             records.METRIC: records.finite_or_none(self.metric),
-            records.CURVE_STEPS: keep,
-            records.LOSS_CURVE: [records.finite_or_none(self.losses[i]) for i in keep],
+            records.CURVE_STEPS: steps,
+            records.LOSS_CURVE: [records.finite_or_none(self.losses[s]) for s in steps],
             records.GRAD_NORM_CURVE: [records.finite_or_none(self.grad_norms[i]) for i in keep],
             records.PROBE: self.probe,
         }
@@ -314,7 +316,7 @@ def _result(data: TrainingData, guard: DivergenceGuard, state: dict, seconds: fl
     metric_name = "accuracy" if data.task == "classification" else "r2"
     return RunResult(
         state["value"], state["metric"], metric_name, state["step"], seconds,
-        guard.losses, guard.grad_norms, state["probe"],
+        guard.losses, guard.grad_steps, guard.grad_norms, state["probe"],
     )  # fmt: skip
 
 

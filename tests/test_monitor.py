@@ -135,3 +135,29 @@ def test_signal_probe_records_each_layer_once():
     model(torch.randn(32, 8))  # hooks are gone: nothing more is recorded
     assert record["layers"] == ["0", "2", "4", "6"]
     assert all(s is not None and s > 0 for s in record["output_std"])
+
+
+def test_saturated_tanh_with_unscaled_weights_is_pruned_across_depth(digits):
+    # Trains at chance without tripping any bound: its gradients grow 1000x+ from output to input.
+    with pytest.raises(Diverged) as caught:
+        train(Config("uniform", "tanh"), digits, guard=DivergenceGuard(max_loss=math.inf))
+    assert caught.value.kind == "exploding"
+    assert "across depth at step 0" in caught.value.reason
+
+
+def test_gradients_are_checked_densely_then_every_few_steps():
+    guard = DivergenceGuard(dense_steps=2, check_every=5)
+    layer = nn.Linear(2, 2)
+    for _ in range(12):
+        layer.zero_grad()
+        layer(torch.ones(1, 2)).sum().backward()
+        guard.check(torch.tensor(1.0), layer.named_parameters())
+    assert guard.grad_steps == [0, 1, 5, 10]
+    assert len(guard.losses) == 12 and len(guard.grad_norms) == 4
+
+
+def test_guard_off_options_never_fire(digits):
+    from autoinit.search import GUARD_OFF
+
+    result, _ = train(Config("normal", "relu"), digits, guard=DivergenceGuard(**GUARD_OFF))
+    assert result.steps == digits.steps_per_epoch
