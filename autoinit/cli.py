@@ -251,10 +251,6 @@ def _save_dashboard_extras(study: optuna.Study) -> None:
     save_to_dashboard(study)
 
 
-def _metric_label(name: str) -> str:
-    return "R²" if name == "r2" else name
-
-
 def _pm(mean: float | None, std: float | None, missing: str = "diverged") -> str:
     if mean is None or not math.isfinite(mean):
         return missing
@@ -271,7 +267,7 @@ MAX_ROWS = 10  # rows of the ranking table in text output (the JSON has them all
 def _result_text(study: optuna.Study, rec: Any, storage_url: str) -> str:
     from autoinit.dashboard import dashboard_command
 
-    metric = _metric_label(rec.metric_name)
+    metric = records.METRIC_LABELS.get(rec.metric_name, rec.metric_name)
     rows = [("rank", "init", "activation", "slope", "val loss (mean ± std)", metric)]
     for index, ranked in enumerate(rec.ranking[:MAX_ROWS], start=1):
         config = ranked.config

@@ -175,7 +175,8 @@ class Recommendation:
         metric = self.winner.metric_mean
         lines.append(
             f"  validation loss {_pm(self.winner.mean, self.winner.std)}"
-            + (f", {self.metric_name} {_pm(metric, self.winner.metric_std)}" if metric is not None else "")
+            + (f", {records.METRIC_LABELS.get(self.metric_name, self.metric_name)} "
+               f"{_pm(metric, self.winner.metric_std)}" if metric is not None else "")
             + f" over {len(self.seeds)} seed(s)"
         )
         if self.default is not None:

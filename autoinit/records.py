@@ -68,6 +68,8 @@ def downsample(values: Sequence[float], points: int = CURVE_POINTS) -> list[int]
     return sorted({round(i * step) for i in range(points)})
 
 
+METRIC_LABELS = {"accuracy": "accuracy", "r2": "R²"}  # how each metric name is printed
+
 FAILED = "failed"  # counted next to the prune kinds
 STOP_LABELS = {
     "non-finite": "non-finite",

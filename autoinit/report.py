@@ -22,7 +22,6 @@ from optuna.trial import TrialState
 from autoinit import plots, records
 from autoinit.space import Config
 
-METRIC_LABELS = {"accuracy": "accuracy", "r2": "R²"}
 
 
 class _Text(NamedTuple):
@@ -101,7 +100,7 @@ def _recommended(rec: dict[str, Any]) -> tuple[_Text, list[list[_Text]], Config]
         direction = "lower" if rec["improvement"] >= 0 else "higher"
         gain = f"{abs(rec['improvement']):.3g} {direction} ({abs(rec['improvement_pct']):.1f}%)"
         headline = _Text(f"Use $winner: {evidence}; {gain}.", data)
-    metric = METRIC_LABELS.get(rec.get("metric_name"), rec.get("metric_name") or "metric")
+    metric = records.METRIC_LABELS.get(rec.get("metric_name"), rec.get("metric_name") or "metric")
     table = [[_plain(h) for h in ("", "configuration", "validation loss", metric)]]
     for role, row in (("recommended", rec), ("PyTorch default", default)):
         table.append(
@@ -125,7 +124,7 @@ def _best_trial(study: optuna.Study) -> tuple[_Text, Config | None]:
     best = min(done, key=lambda t: t.value)
     config = Config.from_dict(best.params)
     metric = best.user_attrs.get(records.METRIC)
-    name = METRIC_LABELS.get(best.user_attrs.get(records.METRIC_NAME), "metric")
+    name = records.METRIC_LABELS.get(best.user_attrs.get(records.METRIC_NAME), "metric")
     scores = f"validation loss {_num(best.value)}" + (
         f", {name} {_num(metric)}" if metric is not None else ""
     )
