@@ -187,7 +187,6 @@ def search(data_path: str, target: str | None, task: str, trials: int, timeout: 
         raise click.exceptions.Exit(130) from None
     finally:
         progress.finish()
-    _save_dashboard_extras(run.study)
     if as_json:
         click.echo(json.dumps(_result_json(run.study, rec, storage_url), indent=2))
     else:
@@ -243,12 +242,6 @@ def _quiet_interrupt() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(drop)
-
-
-def _save_dashboard_extras(study: optuna.Study) -> None:
-    from autoinit.dashboard import save_to_dashboard
-
-    save_to_dashboard(study)
 
 
 def _pm(mean: float | None, std: float | None, missing: str = "diverged") -> str:

@@ -259,6 +259,9 @@ def confirm(
         ranking[0].config, ranking, default_result, seed_list, metric_name, study.study_name
     )
     study.set_user_attr(records.STUDY_RECOMMENDATION, rec.to_dict())
+    from autoinit.dashboard import save_to_dashboard
+
+    save_to_dashboard(study)  # the dashboard's note now carries the confirmed recommendation
     return rec
 
 

@@ -267,7 +267,15 @@ class SearchRun:
                           [*o.callbacks, *callbacks])  # fmt: skip
             else:
                 _optimize_in_workers(self.study, self.objective, o, [*o.callbacks, *callbacks])
+        _save_for_dashboard(self.study)
         return self
+
+
+def _save_for_dashboard(study: optuna.Study) -> None:
+    """Put the summary note and the heatmap where optuna-dashboard shows them (if installed)."""
+    from autoinit.dashboard import save_to_dashboard
+
+    save_to_dashboard(study)
 
 
 MAX_SEED = 2**31 - 1 - 1000 * 64  # workers offset the sampler's seed by 1000 each

@@ -126,3 +126,12 @@ def test_user_models_go_through_recommend_and_apply_changes_them(model_cls, load
 
 def _first_activation(model):
     return next(name for name, m in model.named_modules() if isinstance(m, (nn.ELU, nn.Tanh, nn.GELU, nn.ReLU)))
+
+
+def test_recommend_leaves_a_note_and_figures_for_optuna_dashboard(rec, storage_url):
+    pytest.importorskip("optuna_dashboard")
+    study = optuna.load_study(study_name=rec.study_name, storage=storage_url)
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    note = "".join(v for k, v in sorted(attrs.items()) if k.startswith("dashboard:note_str"))
+    assert rec.config.label in note
+    assert any(k.startswith("dashboard:plot_data:autoinit-heatmap") for k in attrs)
