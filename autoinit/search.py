@@ -323,7 +323,7 @@ def prepare_search(
         records.STUDY_MODEL: describe_model(model_fn),
         records.STUDY_DATA: dict(o.data_info or {"description": data.describe()}),
         records.STUDY_DATA_FINGERPRINT: fingerprint,
-        records.STUDY_BUDGET: {**budget.to_dict(), "batch_size": data.batch_size},
+        records.STUDY_BUDGET: {**budget.to_dict(), "batch_size": data.batch_size, "seed": o.seed},
         records.STUDY_SPACE: {"inits": inits, "activations": activations},
         records.STUDY_TASK: data.task,
         records.STUDY_METRIC_NAME: "accuracy" if data.task == "classification" else "r2",

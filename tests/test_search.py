@@ -159,3 +159,16 @@ def test_parallel_workers_need_a_picklable_model_fn(blobs, storage_url):
     with pytest.raises(ConfigError, match="picklable"):
         search(lambda activation: torch.nn.Linear(8, 3), blobs, n_trials=2, n_jobs=2,
                storage=storage_url, **FAST)
+
+
+def test_resuming_with_another_seed_is_refused(blobs, small_mlp, storage_url):
+    # All search trials share the seed, so results of two seeds cannot be ranked together.
+    search(small_mlp, blobs, n_trials=1, storage=storage_url, study_name="s", epochs=1, seed=0)
+    with pytest.raises(StorageError, match="was made with another"):
+        search(small_mlp, blobs, n_trials=2, storage=storage_url, study_name="s", epochs=1, seed=1)
+    x, y = blobs  # with a fixed validation set the data match, and the seed is in the budget
+    train, val = (x[:200], y[:200]), (x[200:], y[200:])
+    search(small_mlp, train, val, n_trials=1, epochs=1, storage=storage_url, study_name="f", seed=0)
+    with pytest.raises(StorageError, match="another budget"):
+        search(small_mlp, train, val, n_trials=2, epochs=1, storage=storage_url, study_name="f",
+               seed=1)
