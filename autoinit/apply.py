@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from autoinit.activations import activation_types, get_activation
-from autoinit.initializers import get_initializer
+from autoinit.initializers import Initializer, get_initializer
 from autoinit.space import Config
 
 ModelFn = Callable[..., nn.Module]
@@ -104,24 +104,26 @@ def init_weights(model: nn.Module, config: Config, generator: torch.Generator) -
         layer_gain = 1.0 if linear else gain
         for name, param in layer.named_parameters(recurse=False):
             if name.startswith("bias"):
-                _fill(param, lambda t: t.zero_())
+                with torch.no_grad():
+                    param.zero_()
             elif name.startswith("weight_hh"):
-                orthogonal = get_initializer("orthogonal")
-                _fill(param, lambda t: orthogonal(t, gain=1.0, generator=generator))
+                _fill(param, get_initializer("orthogonal"), 1.0, generator)
             elif name.startswith("weight"):
-                _fill(param, lambda t: method(t, gain=layer_gain, generator=generator))
+                _fill(param, method, layer_gain, generator)
 
 
-def _fill(param: nn.Parameter, draw: Callable[[torch.Tensor], torch.Tensor]) -> None:
+def _fill(
+    param: nn.Parameter, method: Initializer, gain: float, generator: torch.Generator
+) -> None:
     """Draw into a CPU float32 buffer, then copy: same values on every device and dtype."""
     buffer = torch.empty(param.shape, dtype=torch.float32)
-    draw(buffer)
+    method(buffer, gain=gain, generator=generator)
     with torch.no_grad():
         param.copy_(buffer)
 
 
 def takes_activation(model_fn: ModelFn) -> bool:
-    """Whether ``model_fn`` (a class, function, partial or lambda) has an ``activation`` argument."""
+    """Whether ``model_fn`` (class, function, partial or lambda) has an ``activation`` argument."""
     try:
         return "activation" in inspect.signature(model_fn).parameters
     except (TypeError, ValueError):  # builtins and some C extensions have no signature

@@ -353,7 +353,9 @@ def show(storage: str | None, study_name: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(listing, indent=2))
         elif not listing:
-            click.echo(f"no study in {display_url(storage_url)} yet; run `autoinit search --data FILE`.")
+            click.echo(
+                f"no study in {display_url(storage_url)} yet; run `autoinit search --data FILE`."
+            )
         else:
             for item in listing:
                 best = "-" if item["best_value"] is None else f"{item['best_value']:.4g}"

@@ -29,7 +29,7 @@ def _optuna_dashboard() -> ModuleType | None:
 
 
 def available() -> bool:
-    """Whether optuna-dashboard can be imported (it is the optional extra ``autoinit[dashboard]``)."""
+    """Whether optuna-dashboard can be imported (the optional extra ``autoinit[dashboard]``)."""
     return _optuna_dashboard() is not None
 
 

@@ -143,8 +143,8 @@ class DivergenceGuard:
             return
         norms = torch._foreach_norm(grads)
         first, last = _first_weight_index(grads), _last_weight_index(grads)
-        picked = torch.stack([torch.linalg.vector_norm(torch.stack(norms)), norms[first], norms[last]])
-        total_norm, first_norm, last_norm = picked.tolist()
+        total = torch.linalg.vector_norm(torch.stack(norms))
+        total_norm, first_norm, last_norm = torch.stack([total, norms[first], norms[last]]).tolist()
         self.grad_steps.append(step)
         self.grad_norms.append(total_norm)
         self._check_gradients(step, names, grads, norms, total_norm, first_norm, last_norm)

@@ -1,4 +1,4 @@
-"""``recommend()``: search, then confirm the best configs over fresh seeds against PyTorch's default.
+"""``recommend()``: search, then confirm the best configs over fresh seeds against the default.
 
 A search trains every config with one seed, so its ranking carries seed noise. The confirmation
 re-trains the top-k configs and the PyTorch default over several seeds and picks the best mean
@@ -222,7 +222,9 @@ def _from_trials(study: optuna.Study) -> Recommendation:
     default = next((r for r in ranking if r.config == PYTORCH_DEFAULT), None)
     seed = complete[0].user_attrs.get(records.SEED, 0)
     metric_name = study.user_attrs.get(records.STUDY_METRIC_NAME, "accuracy")
-    return Recommendation(ranking[0].config, ranking, default, (seed,), metric_name, study.study_name)
+    return Recommendation(
+        ranking[0].config, ranking, default, (seed,), metric_name, study.study_name
+    )
 
 
 def top_configs(study: optuna.Study, k: int) -> list[Config]:
@@ -237,7 +239,12 @@ def top_configs(study: optuna.Study, k: int) -> list[Config]:
 
 
 def confirm(
-    study: optuna.Study, objective: Objective, *, seeds: int = 3, top_k: int = 3, threads: int | None = None
+    study: optuna.Study,
+    objective: Objective,
+    *,
+    seeds: int = 3,
+    top_k: int = 3,
+    threads: int | None = None,
 ) -> Recommendation:
     """Re-train the top-k configs and the PyTorch default over ``seeds`` seeds; store the result."""
     if seeds < 1 or top_k < 1:

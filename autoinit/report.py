@@ -23,7 +23,6 @@ from autoinit import plots, records
 from autoinit.space import Config
 
 
-
 class _Text(NamedTuple):
     """A sentence whose ``$name`` placeholders are study text, escaped when rendered."""
 

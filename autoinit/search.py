@@ -447,7 +447,9 @@ def _worker(url, study_name, objective, n_trials, timeout, sampler, pruner, seed
         pass
 
 
-def _check_workers_possible(o: types.SimpleNamespace, model_fn: ModelFn, data: TrainingData) -> None:
+def _check_workers_possible(
+    o: types.SimpleNamespace, model_fn: ModelFn, data: TrainingData
+) -> None:
     """Worker processes need a shared database and a model_fn and data they can be sent."""
     if studies.storage_url(o.storage) is None:
         raise ConfigError("n_jobs > 1 needs a database storage URL (workers share it).")

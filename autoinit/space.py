@@ -83,7 +83,9 @@ def resolve_space(
 
 
 def suggest(
-    trial: optuna.Trial, inits: Sequence[str] | None = None, activations: Sequence[str] | None = None
+    trial: optuna.Trial,
+    inits: Sequence[str] | None = None,
+    activations: Sequence[str] | None = None,
 ) -> Config:
     """Define the space on ``trial`` and return the sampled :class:`Config`.
 

@@ -11,6 +11,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import optuna
 import pytest
+from study_factory import make_study, mixed_trials, sqlite_url
 
 from autoinit import records
 from autoinit.dashboard import (
@@ -22,7 +23,6 @@ from autoinit.dashboard import (
 )
 from autoinit.errors import ConfigError
 from autoinit.report import summary_markdown
-from study_factory import make_study, mixed_trials, sqlite_url
 
 optuna_dashboard = pytest.importorskip("optuna_dashboard")
 

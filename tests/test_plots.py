@@ -6,9 +6,9 @@ import optuna
 import plotly.graph_objects as go
 import pytest
 from optuna.trial import TrialState
+from study_factory import ACTIVATIONS, EDGE_CASES, INITS, complete, make_study, mixed_trials
 
 from autoinit import plots, records
-from study_factory import ACTIVATIONS, EDGE_CASES, INITS, complete, make_study, mixed_trials
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,8 @@ def test_user_models_go_through_recommend_and_apply_changes_them(model_cls, load
 
 
 def _first_activation(model):
-    return next(name for name, m in model.named_modules() if isinstance(m, (nn.ELU, nn.Tanh, nn.GELU, nn.ReLU)))
+    kinds = (nn.ELU, nn.Tanh, nn.GELU, nn.ReLU)
+    return next(name for name, m in model.named_modules() if isinstance(m, kinds))
 
 
 def test_recommend_leaves_a_note_and_figures_for_optuna_dashboard(rec, storage_url):

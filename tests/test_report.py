@@ -9,10 +9,10 @@ from pathlib import Path
 import optuna
 import plotly.offline
 import pytest
+from study_factory import EDGE_CASES, complete, make_study, mixed_trials, pruned, study_attrs
 
 from autoinit import plots, records
 from autoinit.report import default_report_path, summary_markdown, write_report
-from study_factory import EDGE_CASES, complete, make_study, mixed_trials, pruned, study_attrs
 
 PAYLOAD = "<script>alert(1)</script>"
 

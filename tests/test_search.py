@@ -12,6 +12,7 @@ from autoinit.models import mlp_factory
 from autoinit.testing import tiny_mlp, toy_classification
 
 FAST = {"epochs": 2, "seed": 0}
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def states(study):
@@ -49,7 +50,7 @@ def test_an_interrupted_search_resumes_to_its_budget(blobs, small_mlp, storage_u
         search(small_mlp, blobs, n_trials=7, storage=storage_url, callbacks=[interrupt_after_three],
                **FAST)
     study = search(small_mlp, blobs, n_trials=7, storage=storage_url, **FAST)
-    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    finished = study.get_trials(states=FINISHED)
     assert len(finished) == 7
     baseline_params = [t.params for t in study.trials[:4]]
     assert len({tuple(sorted(p.items())) for p in baseline_params}) == 4  # no baseline twice
@@ -150,7 +151,7 @@ def test_bad_options_raise_config_errors_before_any_study_is_made(
 
 def test_parallel_workers_share_one_sqlite_study(blobs, storage_url):
     study = search(tiny_mlp(8, 3), blobs, n_trials=8, storage=storage_url, n_jobs=2, **FAST)
-    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    finished = study.get_trials(states=FINISHED)
     assert 8 <= len(finished) <= 9  # each worker stops once the total is reached
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
 

@@ -72,8 +72,8 @@ def test_task_is_inferred_from_target_dtype(targets, task):
 
 def test_regression_uses_mse_and_reports_r2(regression_data):
     data = prepare_data(regression_data)
-    model = build(lambda activation: nn.Sequential(nn.Linear(8, 32), activation(), nn.Linear(32, 1)),
-                  Config("kaiming_normal", "relu"))
+    model_fn = lambda activation: nn.Sequential(nn.Linear(8, 32), activation(), nn.Linear(32, 1))
+    model = build(model_fn, Config("kaiming_normal", "relu"))
     result = run(model, data, Budget(epochs=30, lr=1e-2))
     assert isinstance(data.loss_fn, nn.MSELoss)
     assert result.metric_name == "r2"
@@ -109,8 +109,9 @@ def test_time_limit_budget_stops_without_pruning(blobs, small_mlp):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"epochs": None}, "unbounded"), ({"epochs": 0}, "epochs"), ({"optimizer": "adagrad"}, "adagrad"),
-     ({"lr": -1.0}, "lr"), ({"batch_size": 0}, "batch_size")],
+    [({"epochs": None}, "unbounded"), ({"epochs": 0}, "epochs"),
+     ({"optimizer": "adagrad"}, "adagrad"), ({"lr": -1.0}, "lr"),
+     ({"batch_size": 0}, "batch_size")],
 )
 def test_bad_budgets_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
