@@ -21,10 +21,10 @@ from autoinit.activations import DEFAULT_ACTIVATIONS
 from autoinit.apply import build
 from autoinit.initializers import DEFAULT_INITS
 from autoinit.models import mlp_factory
-from autoinit.monitor import DivergenceGuard, Diverged, check_symmetry
+from autoinit.monitor import Diverged, DivergenceGuard, check_symmetry
 from autoinit.space import Config, baselines
-from autoinit.train import Budget, prepare_data, run as train
-
+from autoinit.train import Budget, prepare_data
+from autoinit.train import run as train
 from benchmarks.common import SEED, digits, target
 
 SLOPES = (0.01, 0.1, 0.3)

@@ -1,9 +1,10 @@
 """2. The divergence guard: the same trials with and without it, on a space with divergent arms.
 
-A 20 x 64 MLP on scikit-learn's digits; inits ``normal``, ``uniform`` and ``zeros`` (divergent
-at this depth) and ``kaiming_normal``, ``xavier_uniform``, ``lecun_normal``, each with ReLU, tanh
-and SELU: 18 configs, enqueued in the same order for both searches, same seed, ``NopPruner`` in
-both, so that only ``guard=`` differs.
+A 20 x 64 MLP on scikit-learn's digits. The space is what a default search of this model would
+try: the inits ``normal``, ``uniform`` and ``zeros`` (the issue's divergent arms at this depth),
+PyTorch's ``default``, ``kaiming_normal``, ``xavier_uniform``, ``lecun_normal`` and
+``orthogonal``, each with ReLU, tanh, SELU and sigmoid: 32 configs, enqueued in the same order
+for both searches, same seed, ``NopPruner`` in both, so that only ``guard=`` differs.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import optuna
 from autoinit import records
 from autoinit.models import mlp_factory
 from autoinit.space import Config
-
 from benchmarks.common import SearchRun, digits, search_configs, sqlite_url, target
 
-INITS = ("normal", "uniform", "zeros", "kaiming_normal", "xavier_uniform", "lecun_normal")
-ACTIVATIONS = ("relu", "tanh", "selu")
+INITS = ("normal", "uniform", "zeros", "default", "kaiming_normal", "xavier_uniform",
+         "lecun_normal", "orthogonal")  # fmt: skip
+ACTIVATIONS = ("relu", "tanh", "selu", "sigmoid")
 DEPTH, WIDTH = 20, 64
 
 

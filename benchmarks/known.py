@@ -20,11 +20,11 @@ from typing import Any
 
 from autoinit.apply import build
 from autoinit.models import mlp_factory
-from autoinit.monitor import DivergenceGuard, Diverged
+from autoinit.monitor import Diverged, DivergenceGuard
 from autoinit.search import GUARD_OFF
 from autoinit.space import Config
-from autoinit.train import Budget, prepare_data, run as train
-
+from autoinit.train import Budget, prepare_data
+from autoinit.train import run as train
 from benchmarks.common import SEED, digits, plain_train, target
 
 SEEDS = (0, 1, 2)
@@ -120,7 +120,7 @@ def _accuracy(model, data, budget: Budget, seed: int) -> float:
     Even with the guard off, ``train.run`` stops at a non-finite loss: such a run keeps its last
     accuracy, or counts as chance if it had none.
     """
-    guard = DivergenceGuard(**GUARD_OFF, max_loss=math.inf)
+    guard = DivergenceGuard(**{**GUARD_OFF, "max_loss": math.inf})  # bounds at infinity
     try:
         return train(model, data, budget, seed=seed, guard=guard).metric
     except Diverged as stopped:

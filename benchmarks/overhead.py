@@ -29,8 +29,8 @@ from autoinit.initializers import DEFAULT_INITS
 from autoinit.models import mlp_factory
 from autoinit.monitor import DivergenceGuard
 from autoinit.space import Config
-from autoinit.train import Budget, TrainingData, prepare_data, run as train
-
+from autoinit.train import Budget, TrainingData, prepare_data
+from autoinit.train import run as train
 from benchmarks.common import SEED, blobs, plain_train, search_configs, sqlite_url, target, timed
 
 FEATURES, CLASSES = 50, 3

@@ -63,7 +63,7 @@ NESTED = {  # figures made of numbers: every leaf must be a number
     ("scaling", "epoch_by_depth"): ("rows", "depth", "epoch_s", "peak_mb", "peak_over_data"),
     ("scaling", "csv"): (
         "rows", "megabytes", "read_csv_s", "load_csv_s", "time_ratio", "cpu_ratio",
-        "read_csv_peak_over_data", "load_csv_peak_over_data",
+        "read_csv_peak_over_data", "load_csv_peak_over_data", "file_over_data",
     ),
 }  # fmt: skip
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.model_selection import train_test_split
 
 from autoinit import data as data_module
 from autoinit.data import TabularData, detect_task, load_csv
@@ -420,3 +423,114 @@ def test_a_text_label_among_numeric_labels_is_a_class_not_junk(tmp_path):
     assert data.task == "classification"
     assert sorted(data.classes) == ["0", "1", "other"]
     assert len(data.X_train) + len(data.X_val) == 62
+
+
+# --- reading in pieces -------------------------------------------------------------------------
+
+
+def _messy_rows(n: int = 120) -> str:
+    """Gaps, junk, huge values and a category; text and infinities appear only after row 10."""
+    rows = []
+    for i in range(n):
+        gap = "" if i % 10 == 0 else str(i)
+        junk = {25: "?", 26: "#REF!", 27: "n/a", 60: "?"}.get(i, str(i))
+        huge = {30: "1e300", 31: "-1e300", 32: "inf", 33: "1e30"}.get(i, f"{i * 0.5}")
+        colour = "" if i == 4 else ["red", "green"][i % 2]
+        label = "" if i in (26, 30, 40) else str(i % 3)
+        rows.append(f"{gap},{junk},{huge},{colour},id-{i},,{label}")
+    return "gappy,junky,huge,colour,name,empty,label\n" + "\n".join(rows) + "\n"
+
+
+PIECES = {
+    "plain": table(rows=300),
+    "messy, junk after the sample": _messy_rows(),
+    "bom, crlf": "\ufeff" + table(rows=200, newline="\r\n"),
+    "spaces after delimiters": table(rows=200).replace(",", ", "),
+    "decimal comma": "price;count;label\n"
+    + "".join(f"{i},5;{i % 3};{'ab'[i % 2]}\n" for i in range(200)),
+    "blank lines": table(rows=200).replace("\n1", "\n\n\n1"),
+    "trailing delimiter": "a,label\n" + "".join(f"{i},{i % 2},\n" for i in range(200)),
+    "quoted line breaks": "a,text,label\n"
+    + "".join(f'{i},"line one\nline two {i % 2}",{i % 2}\n' for i in range(200)),
+    "mostly text after the sample": "a,b,label\n"
+    + "".join(f"{i},{i if i < 20 else f'w{i % 7}'},{i % 2}\n" for i in range(200)),
+    "mixed types": "a,flag,label\n"
+    + "".join(
+        f"{i % 7},{'maybe' if i > 150 else bool(i % 2)},{'yes' if i > 150 else i % 2}\n"
+        for i in range(200)
+    ),
+    "regression": "a,b,price\n" + "".join(f"{i},{i % 9},{10 + 3.5 * i}\n" for i in range(200)),
+}  # fmt: skip
+
+
+def _assert_same(a: TabularData, b: TabularData) -> None:
+    for field in ("X_train", "X_val", "y_train", "y_val"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    for field in ("task", "target", "feature_names", "classes", "notes", "fingerprint"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert (a.target_mean, a.target_scale) == (b.target_mean, b.target_scale)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("content", PIECES.values(), ids=PIECES.keys())
+def test_reading_in_pieces_gives_the_same_result(tmp_path, monkeypatch, content, threads):
+    monkeypatch.setattr(data_module, "SAMPLE_ROWS", 10)  # junk and text beyond the sample
+    path = write(tmp_path, content)
+    with monkeypatch.context() as whole_file:  # one read_csv call for the whole file
+        whole_file.setattr(data_module, "_read_pieces", _unsplittable)
+        whole = load_csv(path)
+    _assert_same(load_csv(path), whole)  # one piece: the file is smaller than READ_BLOCK_BYTES
+    monkeypatch.setattr(data_module, "READ_BLOCK_BYTES", 97)  # pieces of a few lines
+    monkeypatch.setattr(data_module, "_read_threads", lambda: threads)
+    _assert_same(load_csv(path), whole)
+
+
+def _unsplittable(*args):
+    raise data_module._Unsplittable("read it whole")
+
+
+def test_pieces_are_cut_at_line_ends_and_hashed_whole(tmp_path):
+    content = table(rows=50).encode() + b"1.5,2,red,a"  # no line end at the end
+    digest = hashlib.sha256()
+    with write(tmp_path, content).open("rb") as f:
+        pieces = list(data_module._pieces(f, digest, 16))
+    assert b"".join(pieces) == content and digest.hexdigest() == hashlib.sha256(content).hexdigest()
+    assert all(p.endswith(b"\n") for p in pieces[:-1]) and len(pieces) > 20
+
+
+def test_errors_in_later_pieces_name_the_right_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "READ_BLOCK_BYTES", 64)
+    content = "a,b,label\n" + "1,2,0\n" * 40 + "5,6,7,0\n" + "1,2,1\n" * 20
+    message = error_message(write(tmp_path, content), tmp_path)
+    assert "data.csv: line 42 has 4 fields but the header has 3" in message
+
+
+def test_the_numeric_fast_path_equals_the_fitted_transformer(tmp_path):
+    header = ["a", "mostly_empty", "c", "colour", "label"]
+    rows = "".join(
+        f"{'' if i % 7 == 0 else i * 0.37},{'' if i < 60 else -i},{1e30 if i == 3 else i % 5},"
+        f"{'ab'[i % 2]},{i % 2}\n"
+        for i in range(200)
+    )
+    path = write(tmp_path, ",".join(header) + "\n" + rows)
+    layout = data_module._layout(path, ",", header, "label", path.name, [])
+    table = data_module._read_table(path, path.name, layout)
+    features = data_module._feature_table(table, header[:-1], None, [])
+    transformer = data_module._preprocessor(features.numeric, features.categorical)
+    every = np.arange(200)
+    with warnings.catch_warnings():  # "mostly_empty" is empty in the fit rows: left out
+        warnings.simplefilter("ignore", UserWarning)
+        transformer.fit(features.frame(np.arange(0, 60)))
+        expected = transformer.transform(features.frame(every))
+    width = len(transformer.get_feature_names_out())
+    fast = data_module._transform(transformer, features, every, width).numpy()
+    assert fast.shape == (200, 4)
+    assert np.array_equal(fast, expected)
+
+
+@pytest.mark.parametrize(("n", "classes", "fraction", "seed"), [(40, 2, 0.2, 0), (997, 7, 0.33, 2)])
+def test_stratified_split_is_scikit_learns(n, classes, fraction, seed):
+    codes = np.random.default_rng(seed).integers(0, classes, n)
+    ours = data_module._split(codes, "classification", fraction, seed, [])
+    theirs = train_test_split(np.arange(n), test_size=fraction, random_state=seed, stratify=codes)
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
