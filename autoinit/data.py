@@ -8,7 +8,7 @@ Large files are parsed :data:`READ_BLOCK_BYTES` at a time in parallel threads, h
 way; the numeric columns (a sample of the first rows says which) go straight into one row-major
 float32 block. The preprocessing is fitted on at most :data:`FIT_ROWS` training rows, then
 applied :data:`BLOCK_ROWS` rows at a time straight into the arrays that become the tensors. For
-1M rows x 50 columns the peak is about 2.2x the float32 data (the block and the tensors); see
+1M rows x 50 columns the peak is about 2.4x the float32 data (the block and the tensors); see
 ``benchmarks/README.md``.
 """
 
@@ -597,6 +597,8 @@ class _Assembler:
         self.rows = end
 
     def finish(self, sha256: str) -> _Table:
+        if not self.others:
+            raise _Unsplittable("no piece was read")
         junk_rows = [np.concatenate(r) if r else _NO_ROWS for r in self.junk_rows]
         inf_cols = np.concatenate(self.inf_cols) if self.inf_cols else _NO_ROWS
         infinite = np.bincount(inf_cols, minlength=len(junk_rows))
