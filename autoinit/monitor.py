@@ -85,7 +85,7 @@ class DivergenceGuard:
         vanish_floor: float = 1e-8,
         vanish_patience: int = 5,
         dense_steps: int = 100,
-        check_every: int = 10,
+        check_every: int = 25,
         trial: optuna.Trial | None = None,
     ) -> None:
         for name, value, low in [("max_grad_norm", max_grad_norm, 0), ("max_depth_ratio",
@@ -123,14 +123,15 @@ class DivergenceGuard:
         The loss is checked every step. Gradients are checked every step for the first
         ``dense_steps`` steps, where divergence shows, then every ``check_every`` steps: their
         norms cost ~8% of a small MLP's step, and a non-finite gradient shows in the next loss.
+        ``named_parameters`` may be a generator: it is read at most once.
         """
         step = self.step
         loss_value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         self.losses.append(loss_value)
-        names, grads = _named_grads(named_parameters)
         if not math.isfinite(loss_value):
             self._fire("non-finite", f"non-finite loss at step {step}: {loss_value}")
         if self.max_loss is not None and loss_value > self.max_loss:
+            names, grads = _named_grads(named_parameters)
             norms = torch._foreach_norm(grads) if grads else []
             self._fire(
                 "exploding",
@@ -139,6 +140,7 @@ class DivergenceGuard:
             )
         if step >= self.dense_steps and step % self.check_every:
             return
+        names, grads = _named_grads(named_parameters)
         if not grads:
             return
         norms = torch._foreach_norm(grads)

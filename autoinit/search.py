@@ -369,8 +369,9 @@ def _optimize(
     if remaining <= 0:
         return
     if shared:
-        callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=studies.COUNTED_STATES),
-                     *callbacks]  # fmt: skip
+        # Running trials count too: no worker starts a trial that the others will not need.
+        running = (*studies.COUNTED_STATES, optuna.trial.TrialState.RUNNING)
+        callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=running), *callbacks]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(

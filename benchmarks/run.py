@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run            # the full run (about 10-15 minutes on 2 cores)
+    python -m benchmarks.run            # the full run (about 5 minutes on 2 idle cores)
     python -m benchmarks.run --quick    # the CI smoke run (under 2 minutes)
     python -m benchmarks.run --only overhead,guard --output /tmp/bench.json
 """
@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.common import timed
 
-SECTIONS = ("overhead", "guard", "efficiency", "scaling", "parallel", "known")
+SECTIONS = ("overhead", "guard", "efficiency", "scaling", "parallel", "known", "threads")
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -56,6 +56,11 @@ FIELDS = {
         "papers_hold": bool, "at_chance": bool, "separation_step": OPTIONAL_NUMBER,
         "eval_every": NUMBER, "plain_vs_autoinit_max_diff": NUMBER,
     },
+    "threads": {
+        "seconds_1_threads_idle": NUMBER, "seconds_2_threads_idle": NUMBER,
+        "seconds_1_threads_busy": NUMBER, "seconds_2_threads_busy": NUMBER,
+        "slowdown_2_threads_idle": NUMBER, "slowdown_2_threads_busy": NUMBER,
+    },
 }  # fmt: skip
 NESTED = {  # figures made of numbers: every leaf must be a number
     ("overhead", "storage"): ("autoinit_ms_per_trial", "plain_rdb_ms_per_trial", "speedup"),

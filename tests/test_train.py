@@ -148,7 +148,7 @@ def test_telemetry_is_downsampled_and_json_safe(blobs, small_mlp):
     result.losses[0] = float("inf")  # the first and last points are always kept
     attrs = result.telemetry()
     assert len(attrs["loss_curve"]) == 100 and attrs["curve_steps"][-1] == result.grad_steps[-1]
-    assert result.grad_steps[-1] >= result.steps - 10  # checked every 10 steps after the first 100
+    assert result.grad_steps[-1] >= result.steps - 25  # checked every 25 steps after the first 100
     assert attrs["loss_curve"][0] is None
     json.dumps(attrs, allow_nan=False)
     assert attrs["metric_name"] == "accuracy"
