@@ -149,10 +149,12 @@ class DivergenceGuard:
         total_norm, first_norm, last_norm = torch.stack([total, norms[first], norms[last]]).tolist()
         self.grad_steps.append(step)
         self.grad_norms.append(total_norm)
-        self._check_gradients(step, names, grads, norms, total_norm, first_norm, last_norm)
+        self._check_gradients(step, names, grads, norms, first, last, total_norm, first_norm,
+                              last_norm)  # fmt: skip
 
-    def _check_gradients(self, step, names, grads, norms, total_norm, first_norm, last_norm):
-        first = _first_weight_index(grads)
+    def _check_gradients(
+        self, step, names, grads, norms, first, last, total_norm, first_norm, last_norm
+    ) -> None:
         if not math.isfinite(total_norm):
             layer = next(n for n, v in zip(names, norms) if not math.isfinite(v.item()))
             self._fire("non-finite", f"non-finite gradient at step {step} (layer {layer})")
@@ -165,7 +167,7 @@ class DivergenceGuard:
         if step == 0 and last_norm > 0:
             # Per-element (RMS) gradients, so that layer sizes do not matter.
             ratio = (first_norm / grads[first].numel() ** 0.5) / (
-                last_norm / grads[_last_weight_index(grads)].numel() ** 0.5
+                last_norm / grads[last].numel() ** 0.5
             )
             if ratio > self.max_depth_ratio:
                 self._fire(

@@ -23,10 +23,9 @@ from autoinit import records
 from autoinit.apply import ModelFn, build
 from autoinit.apply import apply as apply_config
 from autoinit.errors import ConfigError
-from autoinit.monitor import DivergenceGuard, check_symmetry
 from autoinit.search import Objective, run_search, search_defaults, torch_threads
 from autoinit.space import PYTORCH_DEFAULT, Config
-from autoinit.train import DataLike, run
+from autoinit.train import DataLike
 
 CONFIRM_SEED_OFFSET = 1000  # confirmation seeds differ from the search's seed
 
@@ -282,11 +281,8 @@ def _default_for(objective: Objective) -> Config:
 def _retrain(objective: Objective, config: Config, seeds: Sequence[int]) -> Ranked:
     values, metrics = [], []
     for seed in seeds:
-        model = build(objective.model_fn, config, seed=seed).to(objective.data.device)
-        guard = DivergenceGuard(**(objective.guard or {}))
-        try:
-            check_symmetry(model)
-            result = run(model, objective.data, objective.budget, seed=seed, guard=guard)
+        try:  # the guard stays on here, whatever the search used: a diverged run counts as inf
+            result = objective.train(config, seed, guard=objective.guard or {})
         except optuna.TrialPruned:
             values.append(math.inf)
             metrics.append(None)

@@ -23,8 +23,8 @@ from autoinit import study as studies
 from autoinit.apply import ModelFn, build
 from autoinit.errors import ConfigError
 from autoinit.monitor import DivergenceGuard, check_symmetry
-from autoinit.space import PYTORCH_DEFAULT, baselines, resolve_space, suggest
-from autoinit.train import Budget, DataLike, TrainingData, prepare_data, run
+from autoinit.space import PYTORCH_DEFAULT, Config, baselines, resolve_space, suggest
+from autoinit.train import Budget, DataLike, RunResult, TrainingData, prepare_data, run
 
 GUARD_OFF = {
     "max_grad_norm": math.inf, "max_loss": math.inf, "growth_factor": math.inf,
@@ -53,12 +53,8 @@ class Objective:
         if duplicate is not None:
             return _repeat(trial, duplicate)
         trial.set_user_attr(records.SEED, self.seed)
-        model = build(self.model_fn, config, seed=self.seed).to(self.data.device)
-        guard = DivergenceGuard(**(self.guard if self.guard is not None else GUARD_OFF))
         try:
-            if self.guard is not None:
-                check_symmetry(model)
-            result = run(model, self.data, self.budget, seed=self.seed, guard=guard, trial=trial)
+            result = self.train(config, self.seed, guard=self.guard, trial=trial)
         except optuna.TrialPruned as stopped:
             partial = getattr(stopped, "partial", None)
             attrs = partial.telemetry() if partial else {records.STEPS: 0}
@@ -68,6 +64,24 @@ class Objective:
             raise
         _set_user_attrs(trial, result.telemetry())
         return result.value
+
+    def train(
+        self,
+        config: Config,
+        seed: int,
+        *,
+        guard: Mapping[str, Any] | None,
+        trial: optuna.Trial | None = None,
+    ) -> RunResult:
+        """Build ``config``'s model and train it once; ``guard=None`` turns the guard off.
+
+        Raises ``optuna.TrialPruned`` (``Diverged`` for the guard) when the run is stopped.
+        """
+        model = build(self.model_fn, config, seed=seed).to(self.data.device)
+        if guard is not None:
+            check_symmetry(model)
+        monitor = DivergenceGuard(**(guard if guard is not None else GUARD_OFF))
+        return run(model, self.data, self.budget, seed=seed, guard=monitor, trial=trial)
 
 
 def _set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:

@@ -24,7 +24,9 @@ from autoinit.dashboard import (
 from autoinit.errors import ConfigError
 from autoinit.report import summary_markdown
 
-optuna_dashboard = pytest.importorskip("optuna_dashboard")
+optuna_dashboard = pytest.importorskip(
+    "optuna_dashboard", reason="optional extra: pip install 'autoinit[dashboard]'"
+)
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def _first_activation(model):
 
 
 def test_recommend_leaves_a_note_and_figures_for_optuna_dashboard(rec, storage_url):
-    pytest.importorskip("optuna_dashboard")
+    pytest.importorskip("optuna_dashboard", reason="optional extra: autoinit[dashboard]")
     study = optuna.load_study(study_name=rec.study_name, storage=storage_url)
     attrs = study._storage.get_study_system_attrs(study._study_id)
     note = "".join(v for k, v in sorted(attrs.items()) if k.startswith("dashboard:note_str"))
