@@ -14,8 +14,18 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from autoinit import data as data_module
-from autoinit.data import TabularData, detect_task, load_csv
+from autoinit.data import (
+    TabularData,
+    _columns,
+    _layout,
+    _limits,
+    _preprocess,
+    _reading,
+    _split,
+    detect_task,
+    load_csv,
+)
+from autoinit.data._notes import Notes
 from autoinit.errors import DataError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -103,7 +113,7 @@ def test_quoted_newlines_and_a_very_long_cell(tmp_path):
 
 
 def test_numeric_junk_after_the_sample_rows_is_still_found(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "SAMPLE_ROWS", 5)  # "?" lies beyond the dtype sample
+    monkeypatch.setattr(_limits, "SAMPLE_ROWS", 5)  # "?" lies beyond the dtype sample
     rows = "".join(f"{'?' if i == 30 else i},{i % 2}\n" for i in range(40))
     data = load_csv(write(tmp_path, "a,label\n" + rows))
     assert data.feature_names == ["a"]
@@ -223,9 +233,9 @@ def test_preprocessed_values_are_finite_float32(messy):
     for X in (messy.X_train, messy.X_val):
         assert X.dtype == torch.float32 and X.is_contiguous()
         assert torch.isfinite(X).all()
-        assert X.abs().max() <= data_module.OUTLIER_CLIP
+        assert X.abs().max() <= _limits.OUTLIER_CLIP
     huge = torch.cat([messy.X_train, messy.X_val])[:, 2]
-    assert huge.max() == data_module.OUTLIER_CLIP  # 1e30 is clipped, not lost
+    assert huge.max() == _limits.OUTLIER_CLIP  # 1e30 is clipped, not lost
 
 
 def test_one_hot_columns_hold_zeros_and_ones(messy):
@@ -290,6 +300,22 @@ def test_regression_target_is_standardized(tmp_path):
     assert float(data.y_train.std(unbiased=False)) == pytest.approx(1.0, abs=1e-5)
     original = data.y_val[:, 0].double() * data.target_scale + data.target_mean
     assert set(np.round(original.numpy(), 3)) <= {10 + 3.5 * i for i in range(50)}
+
+
+def test_notes_keep_their_order_drop_repeats_and_warn_at_the_caller():
+    notes = Notes()
+    for line in ("b", "a", "b"):
+        notes.add(line)
+    notes.warn("w")
+    notes.warn("w")
+    assert list(notes) == ["b", "a", "w"] and "a" in notes and len(notes) == 3
+    with pytest.warns(UserWarning, match="^w$") as record:
+        notes.emit_warnings()
+    assert len(record) == 1 and record[0].filename == __file__
+
+
+def test_tabular_data_says_what_kind_it_is(tmp_path):
+    assert load_csv(write(tmp_path, table())).kind == TabularData.kind == "tabular"
 
 
 def test_describe_and_fingerprint(tmp_path):
@@ -376,6 +402,30 @@ def test_bad_files_raise_one_line_data_errors(tmp_path, content, expected):
     assert expected in error_message(write(tmp_path, content), tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        # one row has a single target value too, but the row count is what to fix
+        (b"a,label\n1,0\n", "data.csv has only 1 usable row; at least 10 are needed"),
+        (b"a,label\n" + b"1,same\n" * 4, "data.csv has only 4 usable rows; at least 10"),
+        # enough rows in the file, too few with a target: the count after dropping them
+        (b"a,label\n" + b"1,\n" * 10 + b"2,x\n3,x\n", "data.csv has only 2 usable rows"),
+    ],
+)
+def test_too_few_rows_is_reported_before_the_target(tmp_path, content, expected):
+    message = error_message(write(tmp_path, content), tmp_path)
+    assert message.startswith(expected) and "for validation" in message
+
+
+def test_too_few_rows_names_the_minimum_for_the_validation_share(tmp_path):
+    content = b"a,label\n" + b"".join(f"{i},{i % 2}\n".encode() for i in range(12))
+    message = error_message(write(tmp_path, content), tmp_path, val_fraction=0.95)
+    assert message == (
+        "data.csv has only 12 usable rows; at least 20 are needed to train and hold out 95% "
+        "for validation."
+    )
+
+
 def test_regression_target_must_be_numeric(tmp_path):
     path = write(tmp_path, b"a,weight\n" + b"1,12.5kg\n2,3kg\n" * 10)
     message = error_message(path, tmp_path, task="regression")
@@ -384,7 +434,7 @@ def test_regression_target_must_be_numeric(tmp_path):
 
 
 def test_non_utf8_byte_beyond_the_sample(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "SAMPLE_BYTES", 64)
+    monkeypatch.setattr(_limits, "SAMPLE_BYTES", 64)
     content = table().encode() + "caf\u00e9,1,red,a\n".encode("latin-1")
     message = error_message(write(tmp_path, content), tmp_path)
     assert "data.csv is not UTF-8" in message and "re-save it as UTF-8" in message
@@ -474,32 +524,32 @@ def _assert_same(a: TabularData, b: TabularData) -> None:
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("content", PIECES.values(), ids=PIECES.keys())
 def test_reading_in_pieces_gives_the_same_result(tmp_path, monkeypatch, content, threads):
-    monkeypatch.setattr(data_module, "SAMPLE_ROWS", 10)  # junk and text beyond the sample
+    monkeypatch.setattr(_limits, "SAMPLE_ROWS", 10)  # junk and text beyond the sample
     path = write(tmp_path, content)
     with monkeypatch.context() as whole_file:  # one read_csv call for the whole file
-        whole_file.setattr(data_module, "_read_pieces", _unsplittable)
+        whole_file.setattr(_reading, "_read_pieces", _unsplittable)
         whole = load_csv(path)
     _assert_same(load_csv(path), whole)  # one piece: the file is smaller than READ_BLOCK_BYTES
-    monkeypatch.setattr(data_module, "READ_BLOCK_BYTES", 97)  # pieces of a few lines
-    monkeypatch.setattr(data_module, "_read_threads", lambda: threads)
+    monkeypatch.setattr(_limits, "READ_BLOCK_BYTES", 97)  # pieces of a few lines
+    monkeypatch.setattr(_limits, "worker_threads", lambda: threads)
     _assert_same(load_csv(path), whole)
 
 
 def _unsplittable(*args):
-    raise data_module._Unsplittable("read it whole")
+    raise _reading._Unsplittable("read it whole")
 
 
 def test_pieces_are_cut_at_line_ends_and_hashed_whole(tmp_path):
     content = table(rows=50).encode() + b"1.5,2,red,a"  # no line end at the end
     digest = hashlib.sha256()
     with write(tmp_path, content).open("rb") as f:
-        pieces = list(data_module._pieces(f, digest, 16))
+        pieces = list(_reading._pieces(f, digest, 16))
     assert b"".join(pieces) == content and digest.hexdigest() == hashlib.sha256(content).hexdigest()
     assert all(p.endswith(b"\n") for p in pieces[:-1]) and len(pieces) > 20
 
 
 def test_errors_in_later_pieces_name_the_right_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "READ_BLOCK_BYTES", 64)
+    monkeypatch.setattr(_limits, "READ_BLOCK_BYTES", 64)
     content = "a,b,label\n" + "1,2,0\n" * 40 + "5,6,7,0\n" + "1,2,1\n" * 20
     message = error_message(write(tmp_path, content), tmp_path)
     assert "data.csv: line 42 has 4 fields but the header has 3" in message
@@ -513,17 +563,17 @@ def test_the_numeric_fast_path_equals_the_fitted_transformer(tmp_path):
         for i in range(200)
     )
     path = write(tmp_path, ",".join(header) + "\n" + rows)
-    layout = data_module._layout(path, ",", header, "label", path.name, [])
-    table = data_module._read_table(path, path.name, layout)
-    features = data_module._feature_table(table, header[:-1], None, [])
-    transformer = data_module._preprocessor(features.numeric, features.categorical)
+    layout = _layout.read_layout(path, ",", header, "label", path.name, Notes())
+    table = _reading.read_table(path, path.name, layout)
+    features = _columns.feature_table(table, header[:-1], None, Notes())
+    transformer = _preprocess.preprocessor(features.numeric, features.categorical)
     every = np.arange(200)
     with warnings.catch_warnings():  # "mostly_empty" is empty in the fit rows: left out
         warnings.simplefilter("ignore", UserWarning)
         transformer.fit(features.frame(np.arange(0, 60)))
         expected = transformer.transform(features.frame(every))
     width = len(transformer.get_feature_names_out())
-    fast = data_module._transform(transformer, features, every, width).numpy()
+    fast = _preprocess.transform(transformer, features, every, width).numpy()
     assert fast.shape == (200, 4)
     assert np.array_equal(fast, expected)
 
@@ -531,6 +581,6 @@ def test_the_numeric_fast_path_equals_the_fitted_transformer(tmp_path):
 @pytest.mark.parametrize(("n", "classes", "fraction", "seed"), [(40, 2, 0.2, 0), (997, 7, 0.33, 2)])
 def test_stratified_split_is_scikit_learns(n, classes, fraction, seed):
     codes = np.random.default_rng(seed).integers(0, classes, n)
-    ours = data_module._split(codes, "classification", fraction, seed, [])
+    ours = _split.split(codes, "classification", fraction, seed, Notes())
     theirs = train_test_split(np.arange(n), test_size=fraction, random_state=seed, stratify=codes)
     assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
