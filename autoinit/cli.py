@@ -24,7 +24,8 @@ import click
 import optuna
 
 from autoinit import records
-from autoinit.errors import AutoinitError
+from autoinit.errors import AutoinitError, NoRecommendation
+from autoinit.recommendation import Recommendation
 from autoinit.study import display_url
 
 EPILOG_SEARCH = """\b
@@ -77,7 +78,54 @@ study_option = click.option(
 )
 
 
+ERROR_LOG = Path("studies") / "autoinit-error.log"
+
+
+class _Main(click.Group):
+    """The command group; an unexpected exception (a bug, not a user error) becomes one line.
+
+    Its traceback goes to :data:`ERROR_LOG` and the exit status is 1. Trials are stored as they
+    finish, so rerunning the same command resumes where the crash left off.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:  # noqa: BLE001 - the one place every bug is caught
+            where = _log_internal_error(ctx)
+            summary = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+            click.echo(
+                f"error: internal error in autoinit ({summary}); the traceback is in {where}. "
+                "Finished trials are stored: run the same command again to resume, and please "
+                "report the log.",
+                err=True,
+            )
+            raise click.exceptions.Exit(1) from None
+
+
+def _log_internal_error(ctx: click.Context) -> Path:
+    """Append the current traceback to the error log (or a temp file if studies/ is read-only)."""
+    import datetime
+    import tempfile
+    import traceback
+
+    entry = (f"--- {datetime.datetime.now().isoformat(timespec='seconds')} "
+             f"autoinit {' '.join(map(shlex.quote, sys.argv[1:]))}\n{traceback.format_exc()}\n")
+    for path in (ERROR_LOG, Path(tempfile.gettempdir()) / ERROR_LOG.name):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as log:
+                log.write(entry)
+            return path
+        except OSError:
+            continue
+    return ERROR_LOG
+
+
 @click.group(
+    cls=_Main,
     epilog="Run `autoinit COMMAND --help` for each command's options and examples.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -180,6 +228,10 @@ def search(data_path: str, target: str | None, task: str, trials: int, timeout: 
         progress.finish(run.study)
         _note(f"confirming the top {top_k} config(s) and PyTorch's default over {seeds} seed(s)...")
         rec = confirm(run.study, run.objective, seeds=seeds, top_k=top_k)
+    except NoRecommendation as nothing:  # a result, not an input error: show it, exit 3
+        progress.finish()
+        _print_result(run.study, nothing.recommendation, storage_url, as_json)
+        raise click.exceptions.Exit(NO_RECOMMENDATION) from None
     except KeyboardInterrupt:
         progress.finish()
         _note(f"interrupted: the finished trials are stored in {display_url(storage_url)} "
@@ -187,10 +239,17 @@ def search(data_path: str, target: str | None, task: str, trials: int, timeout: 
         raise click.exceptions.Exit(130) from None
     finally:
         progress.finish()
+    _print_result(run.study, rec, storage_url, as_json)
+
+
+NO_RECOMMENDATION = 3  # exit status: the search ran, but no configuration trained on every seed
+
+
+def _print_result(study: optuna.Study, rec: Any, storage_url: str, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(_result_json(run.study, rec, storage_url), indent=2))
+        click.echo(json.dumps(_result_json(study, rec, storage_url), indent=2))
     else:
-        click.echo(_result_text(run.study, rec, storage_url))
+        click.echo(_result_text(study, rec, storage_url))
 
 
 class _Progress:
@@ -244,12 +303,6 @@ def _quiet_interrupt() -> Iterator[None]:
         logger.removeFilter(drop)
 
 
-def _pm(mean: float | None, std: float | None, missing: str = "diverged") -> str:
-    if mean is None or not math.isfinite(mean):
-        return missing
-    return f"{mean:.4f} ± {std or 0.0:.4f}"
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -257,40 +310,44 @@ def _plural(n: int, word: str) -> str:
 MAX_ROWS = 10  # rows of the ranking table in text output (the JSON has them all)
 
 
-def _result_text(study: optuna.Study, rec: Any, storage_url: str) -> str:
-    from autoinit.dashboard import dashboard_command
-
-    metric = records.METRIC_LABELS.get(rec.metric_name, rec.metric_name)
+def _ranking_table(rec: Recommendation) -> list[str]:
+    metric = records.metric_label(rec.metric_name)
     rows = [("rank", "init", "activation", "slope", "val loss (mean ± std)", metric)]
     for index, ranked in enumerate(rec.ranking[:MAX_ROWS], start=1):
         config = ranked.config
         rows.append((
             str(index), config.init, config.activation,
             "" if config.leaky_slope is None else f"{config.leaky_slope:.3g}",
-            _pm(ranked.mean, ranked.std), _pm(ranked.metric_mean, ranked.metric_std, "-"),
+            ranked.evidence(), records.format_pm(ranked.metric_mean, ranked.metric_std, missing="-"),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if len(rec.ranking) > MAX_ROWS:
         table.append(f"... and {len(rec.ranking) - MAX_ROWS} more (--json lists them all)")
-    if records.STUDY_RECOMMENDATION in study.user_attrs:
-        heading = f"Confirmed over {_plural(len(rec.seeds), 'seed')}:"
-    else:
-        heading = "Ranked by the search trials (one seed each, not confirmed):"
-    count = _trial_counts(study)
-    trials = (f"{_plural(count['finished'], 'trial')}: {count['complete']} complete, "
-              f"{count['pruned']} pruned" + (f", {count['failed']} failed" if count["failed"]
-                                             else ""))  # fmt: skip
-    stops = {k: n for k, n in records.stop_counts(study).items() if n}
-    stopped = ", ".join(f"{records.STOP_LABELS[k]} {n}" for k, n in stops.items()) or "none"
-    from autoinit.study import display_url
+    return table
 
+
+def _result_text(study: optuna.Study, rec: Recommendation, storage_url: str) -> str:
+    from autoinit.dashboard import dashboard_command
+
+    lines = ["", str(rec), ""]
+    if rec.ranking:
+        if rec.confirmed:
+            lines.append(f"Confirmed over {_plural(len(rec.seeds), 'seed')}:")
+        else:
+            lines.append("Ranked by the search trials (one seed each, not confirmed):")
+        lines += [*_ranking_table(rec), ""]
+    counts = records.trial_counts(study)
+    stopped = ", ".join(f"{records.STOP_LABELS.get(k, k)} {n}" for k, n in counts.stopped.items())
+    if counts.failed:
+        stopped += (", " if stopped else "") + f"failed {counts.failed}"
     shown = display_url(storage_url)
     quoted_url, quoted_name = shlex.quote(shown), shlex.quote(study.study_name)
     return "\n".join([
-        "", str(rec), "", heading, *table, "",
-        trials,
-        f"Stopped early: {stopped}",
+        *lines,
+        f"{_plural(counts.finished, 'trial')}: {counts.complete} complete, {counts.pruned} pruned"
+        + (f", {counts.failed} failed" if counts.failed else ""),
+        f"Stopped early: {stopped or 'none'}",
         f"Study {study.study_name!r} stored in {shown}",
         "Look at it with:",
         f"  autoinit report --storage {quoted_url} --study-name {quoted_name}",
@@ -298,22 +355,14 @@ def _result_text(study: optuna.Study, rec: Any, storage_url: str) -> str:
     ])  # fmt: skip
 
 
-def _trial_counts(study: optuna.Study) -> dict[str, int]:
-    """Finished trials (those that count toward --trials), split by state, and failed ones."""
-    states = optuna.trial.TrialState
-    count = {name: len(study.get_trials(deepcopy=False, states=(state,)))
-             for name, state in [("complete", states.COMPLETE), ("pruned", states.PRUNED),
-                                 ("failed", states.FAIL)]}  # fmt: skip
-    return {"finished": count["complete"] + count["pruned"], **count}
-
-
-def _result_json(study: optuna.Study, rec: Any, storage_url: str) -> dict[str, Any]:
-    count = _trial_counts(study)
+def _result_json(study: optuna.Study, rec: Recommendation, storage_url: str) -> dict[str, Any]:
+    counts = records.trial_counts(study)
     return {
         "study_name": study.study_name,
         "storage": display_url(storage_url),
-        "trials": count.pop("finished"),
-        "trial_states": count,
+        "trials": counts.finished,
+        "trial_states": {k: v for k, v in counts.to_dict().items() if k in
+                         ("complete", "pruned", "failed")},  # fmt: skip
         "task": study.user_attrs.get(records.STUDY_TASK),
         "data": study.user_attrs.get(records.STUDY_DATA),
         "stopped_early": records.stop_counts(study),
@@ -335,8 +384,7 @@ def show(storage: str | None, study_name: str | None, as_json: bool) -> None:
       autoinit show
       autoinit show --study-name breast_cancer-8x64 --json
     """
-    from autoinit.recommend import Recommendation
-    from autoinit.study import DEFAULT_STORAGE, display_url, load_study, open_storage, study_names
+    from autoinit.study import DEFAULT_STORAGE, load_study, open_storage, study_names
 
     storage_url = storage or DEFAULT_STORAGE
     opened = open_storage(storage_url, create=False)
@@ -346,7 +394,7 @@ def show(storage: str | None, study_name: str | None, as_json: bool) -> None:
             study = optuna.load_study(study_name=name, storage=opened)
             complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             listing.append({
-                "study_name": name, "trials": _trial_counts(study)["finished"],
+                "study_name": name, "trials": records.trial_counts(study).finished,
                 "best_value": min((t.value for t in complete), default=None),
                 "task": study.user_attrs.get(records.STUDY_TASK),
             })  # fmt: skip

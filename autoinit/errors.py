@@ -22,6 +22,18 @@ class ConfigError(AutoinitError, ValueError):
     """An option is invalid: an unknown name, a bad budget, an impossible search space."""
 
 
+class NoRecommendation(ConfigError):
+    """The search ran, but no configuration trained on every seed: there is nothing to recommend.
+
+    ``recommendation`` holds the evidence (every config's results and why each diverged), and the
+    message says what to try. The study keeps it, so ``show`` and the report say the same.
+    """
+
+    def __init__(self, recommendation: object, message: str) -> None:
+        super().__init__(message)
+        self.recommendation = recommendation
+
+
 class StorageError(AutoinitError):
     """The study storage cannot be opened, or holds a study made on other data."""
 

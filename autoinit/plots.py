@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
 from autoinit import records
+from autoinit.recommendation import Recommendation
 from autoinit.space import Config
 
 FAILED = records.FAILED
@@ -419,32 +420,37 @@ def plot_importance(study: optuna.Study) -> go.Figure:
 
 class _ConfirmationInfo(NamedTuple):
     labels: list[str]  # best first, as ranked by the confirmation
-    means: list[float]
+    means: list[float | None]  # None where a seed diverged (the mean is not finite)
     stds: list[float]
-    values: list[list[float]]  # validation loss of each seed
+    values: list[list[float | None]]  # validation loss of each seed; None where it diverged
     is_default: list[bool]  # PyTorch's default configuration
+    diverged: list[str | None]  # "diverged on 2 of 3 seeds (...)", or None
     seeds: list[int]
 
 
 def _get_confirmation_info(study: optuna.Study) -> _ConfirmationInfo | None:
     """The confirmation's ranking, or None when the search ran without one."""
-    rec = study.user_attrs.get(records.STUDY_RECOMMENDATION)
-    if not rec or not rec.get("ranking"):
+    rec = Recommendation.from_study(study)
+    if not rec.confirmed or not rec.ranking:
         return None
-    ranking = rec["ranking"]
-    default = rec.get("default", {}).get("label")
+    default = rec.default.config if rec.default else None
     return _ConfirmationInfo(
-        labels=[r["label"] for r in ranking],
-        means=[r["mean"] for r in ranking],
-        stds=[r.get("std") or 0.0 for r in ranking],
-        values=[list(r.get("values", [])) for r in ranking],
-        is_default=[r["label"] == default for r in ranking],
-        seeds=list(rec.get("seeds", [])),
+        labels=[r.config.label for r in rec.ranking],
+        means=[records.finite_or_none(r.mean) for r in rec.ranking],
+        stds=[r.std for r in rec.ranking],
+        values=[[records.finite_or_none(v) for v in r.values] for r in rec.ranking],
+        is_default=[r.config == default for r in rec.ranking],
+        diverged=[r.divergence() for r in rec.ranking],
+        seeds=list(rec.seeds),
     )
 
 
 def plot_confirmation(study: optuna.Study) -> go.Figure:
-    """Mean ± std validation loss over seeds of the best configurations and PyTorch's default."""
+    """Mean ± std validation loss over seeds of the best configurations and PyTorch's default.
+
+    A config that diverged on a seed has no finite mean: it gets no bar, a red ✕ note that
+    says on how many seeds it diverged and why, and red ✕ marks for those seeds.
+    """
     info = _get_confirmation_info(study)
     title = "Confirmation over seeds"
     if info is None:
@@ -452,7 +458,7 @@ def plot_confirmation(study: optuna.Study) -> go.Figure:
     fig = _figure(
         f"{title} ({len(info.seeds)} seeds)",
         xaxis={"title": "validation loss (mean ± std)"},
-        yaxis={"autorange": "reversed"},
+        yaxis={"autorange": "reversed", "type": "category"},
     )
     fig.add_trace(
         go.Bar(
@@ -464,7 +470,7 @@ def plot_confirmation(study: optuna.Study) -> go.Figure:
             name="mean ± std",
         )
     )
-    points = [(v, label) for label, vs in zip(info.labels, info.values) for v in vs]
+    points = [(v, label) for label, vs in zip(info.labels, info.values) for v in vs if v is not None]
     if points:
         fig.add_trace(
             go.Scatter(
@@ -475,9 +481,32 @@ def plot_confirmation(study: optuna.Study) -> go.Figure:
                 name="one seed",
             )
         )
-    for label, mean, is_default in zip(info.labels, info.means, info.is_default):
+    trained = [v for vs in info.values for v in vs if v is not None]
+    edge = max(trained, default=1.0) * 1.05  # where a diverged seed is marked
+    lost = [(label, n) for label, vs in zip(info.labels, info.values) for n in [vs.count(None)] if n]
+    if lost:
+        fig.add_trace(
+            go.Scatter(
+                x=[edge] * len(lost),
+                y=[label for label, _ in lost],
+                mode="markers+text",
+                marker={"color": _DIVERGED_COLOR, "symbol": "x", "size": 11},
+                text=[f"✕ {n} diverged" for _, n in lost],
+                textposition="middle left",
+                textfont={"color": _DIVERGED_COLOR},
+                hovertext=[d for d in info.diverged if d],
+                hoverinfo="text",
+                name="diverged seed(s)",
+            )
+        )
+    for label, mean, is_default, diverged in zip(
+        info.labels, info.means, info.is_default, info.diverged
+    ):
         if is_default:
-            fig.add_annotation(x=mean, y=label, text="PyTorch default", showarrow=True, ax=60, ay=0)
+            text = "PyTorch default" + (f": {diverged}" if diverged else "")
+            fig.add_annotation(x=mean if mean is not None else 0, y=label, text=text,
+                               showarrow=True, ax=60, ay=0,
+                               font={"color": _DIVERGED_COLOR if diverged else "black"})  # fmt: skip
     return fig
 
 

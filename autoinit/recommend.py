@@ -8,222 +8,21 @@ study, so ``Recommendation.from_study`` and the report need nothing else.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import pathlib
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from torch import nn
 
 from autoinit import records
-from autoinit.apply import ModelFn, build
-from autoinit.apply import apply as apply_config
-from autoinit.errors import ConfigError
+from autoinit.apply import ModelFn
+from autoinit.errors import ConfigError, NoRecommendation
+from autoinit.recommendation import Ranked, Recommendation, all_diverged_reason, no_trial_reason
 from autoinit.search import Objective, run_search, search_defaults, torch_threads
 from autoinit.space import PYTORCH_DEFAULT, Config
 from autoinit.train import DataLike
 
 CONFIRM_SEED_OFFSET = 1000  # confirmation seeds differ from the search's seed
-
-
-@dataclasses.dataclass(frozen=True)
-class Ranked:
-    """One config's confirmation results: a validation loss (and metric) per seed.
-
-    A run that diverged counts as an infinite loss, so a config that diverges on any seed
-    cannot win.
-    """
-
-    config: Config
-    values: tuple[float, ...]
-    metrics: tuple[float | None, ...] = ()
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values) if self.values else math.inf
-
-    @property
-    def std(self) -> float:
-        finite = all(math.isfinite(v) for v in self.values)
-        return statistics.stdev(self.values) if finite and len(self.values) > 1 else 0.0
-
-    @property
-    def metric_mean(self) -> float | None:
-        known = [m for m in self.metrics if m is not None]
-        return statistics.fmean(known) if known else None
-
-    @property
-    def metric_std(self) -> float | None:
-        known = [m for m in self.metrics if m is not None]
-        return statistics.stdev(known) if len(known) > 1 else (0.0 if known else None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "label": self.config.label,
-            "mean": records.finite_or_none(self.mean),
-            "std": records.finite_or_none(self.std),
-            "metric_mean": self.metric_mean,
-            "metric_std": self.metric_std,
-            "values": [records.finite_or_none(v) for v in self.values],
-            "metrics": list(self.metrics),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Ranked":
-        values = tuple(math.inf if v is None else float(v) for v in data["values"])
-        return cls(Config.from_dict(data["config"]), values, tuple(data.get("metrics", ())))
-
-
-@dataclasses.dataclass(frozen=True)
-class Recommendation:
-    """The winning config with its evidence against PyTorch's default.
-
-    Attributes:
-        config: the winning :class:`Config`.
-        ranking: every confirmed config, best mean validation loss first (default included).
-        default: the PyTorch default's results (None if it could not be trained).
-        seeds: the confirmation seeds.
-        metric_name: ``"accuracy"`` or ``"r2"``.
-        study_name: the study it came from.
-    """
-
-    config: Config
-    ranking: tuple[Ranked, ...]
-    default: Ranked | None
-    seeds: tuple[int, ...]
-    metric_name: str
-    study_name: str | None = None
-
-    @property
-    def winner(self) -> Ranked:
-        return self.ranking[0]
-
-    @property
-    def improvement(self) -> float | None:
-        """Default's mean validation loss minus the winner's (positive: the winner is better)."""
-        if self.default is None or not math.isfinite(self.default.mean):
-            return None
-        return self.default.mean - self.winner.mean
-
-    @property
-    def improvement_pct(self) -> float | None:
-        if self.improvement is None or self.default.mean == 0:
-            return None
-        return 100.0 * self.improvement / self.default.mean
-
-    def apply(self, model: nn.Module, *, seed: int = 0) -> nn.Module:
-        """Swap the activations of ``model`` and initialise it with the winning config."""
-        return apply_config(model, self.config, seed=seed)
-
-    def build(self, model_fn: ModelFn, *, seed: int = 0) -> nn.Module:
-        """Make a model with ``model_fn`` the way the search did, with the winning config."""
-        return build(model_fn, self.config, seed=seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        winner = self.winner.to_dict()
-        return {
-            "config": self.config.to_dict(),
-            "label": self.config.label,
-            "mean": winner["mean"],
-            "std": winner["std"],
-            "metric_name": self.metric_name,
-            "metric_mean": winner["metric_mean"],
-            "metric_std": winner["metric_std"],
-            "default": self.default.to_dict() if self.default else None,
-            "improvement": _maybe(self.improvement),
-            "improvement_pct": _maybe(self.improvement_pct),
-            "seeds": list(self.seeds),
-            "ranking": [r.to_dict() for r in self.ranking],
-            "study_name": self.study_name,
-        }
-
-    def to_json(self, path: str | pathlib.Path | None = None) -> str:
-        """The recommendation as JSON; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            pathlib.Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Recommendation":
-        ranking = tuple(Ranked.from_dict(r) for r in data["ranking"])
-        default = Ranked.from_dict(data["default"]) if data.get("default") else None
-        return cls(
-            Config.from_dict(data["config"]), ranking, default, tuple(data["seeds"]),
-            data["metric_name"], data.get("study_name"),
-        )  # fmt: skip
-
-    @classmethod
-    def from_study(cls, study: optuna.Study) -> "Recommendation":
-        """The stored recommendation, or, for a study never confirmed, one read off its trials.
-
-        Without a confirmation each config's evidence is its single search trial (one seed).
-        """
-        stored = study.user_attrs.get(records.STUDY_RECOMMENDATION)
-        if stored:
-            return cls.from_dict({**stored, "study_name": study.study_name})
-        return _from_trials(study)
-
-    def __str__(self) -> str:
-        lines = [f"Recommended: {self.config.label}"]
-        metric = self.winner.metric_mean
-        lines.append(
-            f"  validation loss {_pm(self.winner.mean, self.winner.std)}"
-            + (f", {records.METRIC_LABELS.get(self.metric_name, self.metric_name)} "
-               f"{_pm(metric, self.winner.metric_std)}" if metric is not None else "")
-            + f" over {len(self.seeds)} seed(s)"
-        )
-        if self.default is not None:
-            lines.append(
-                f"  PyTorch default ({self.default.config.label}): validation loss "
-                f"{_pm(self.default.mean, self.default.std)}"
-            )
-        if self.improvement_pct is not None:
-            lines.append(f"  {self.improvement_pct:+.1f}% lower validation loss than the default")
-        elif self.default is not None:
-            lines.append("  the PyTorch default diverged or could not be trained")
-        return "\n".join(lines)
-
-
-def _maybe(value: float | None) -> float | None:
-    return None if value is None else records.finite_or_none(value)
-
-
-def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "diverged"
-    return f"{mean:.4g} ± {std or 0.0:.2g}"
-
-
-def _from_trials(study: optuna.Study) -> Recommendation:
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        raise ConfigError(
-            f"study {study.study_name!r} has no completed trial to recommend from; "
-            "every trial diverged or was pruned: widen the space or the budget."
-        )
-    best: dict[Config, optuna.trial.FrozenTrial] = {}
-    for trial in complete:
-        config = Config.from_dict(trial.params)
-        if config not in best or trial.value < best[config].value:
-            best[config] = trial
-    ranking = tuple(
-        sorted(
-            (Ranked(c, (t.value,), (t.user_attrs.get(records.METRIC),)) for c, t in best.items()),
-            key=lambda r: r.mean,
-        )
-    )
-    default = next((r for r in ranking if r.config == PYTORCH_DEFAULT), None)
-    seed = complete[0].user_attrs.get(records.SEED, 0)
-    metric_name = study.user_attrs.get(records.STUDY_METRIC_NAME, "accuracy")
-    return Recommendation(
-        ranking[0].config, ranking, default, (seed,), metric_name, study.study_name
-    )
 
 
 def top_configs(study: optuna.Study, k: int) -> list[Config]:
@@ -245,29 +44,37 @@ def confirm(
     top_k: int = 3,
     threads: int | None = None,
 ) -> Recommendation:
-    """Re-train the top-k configs and the PyTorch default over ``seeds`` seeds; store the result."""
+    """Re-train the top-k configs and the PyTorch default over ``seeds`` seeds; store the result.
+
+    Raises:
+        NoRecommendation: no search trial completed, or every confirmed config diverged on
+            some seed. The evidence is on the exception (and, for the latter, on the study).
+    """
     if seeds < 1 or top_k < 1:
         raise ConfigError(f"seeds and top_k must be positive but got {seeds} and {top_k}.")
     candidates = top_configs(study, top_k)
+    metric_name = records.metric_for(objective.data.task)
     if not candidates:
-        raise ConfigError(
-            f"study {study.study_name!r} has no completed trial to confirm; every trial "
-            "diverged or was pruned: widen the space (inits=, activations=) or the budget."
-        )
+        reason = no_trial_reason(study)
+        rec = Recommendation(None, (), None, (), metric_name, study.study_name, reason=reason)
+        raise NoRecommendation(rec, f"study {study.study_name!r} has no completed trial: {reason}")
     default = _default_for(objective)
     seed_list = tuple(objective.seed + CONFIRM_SEED_OFFSET + i for i in range(seeds))
     with torch_threads(threads, objective.data.device):
         ranked = [_retrain(objective, c, seed_list) for c in dict.fromkeys([*candidates, default])]
     ranking = tuple(sorted(ranked, key=lambda r: r.mean))
     default_result = next(r for r in ranked if r.config == default)
-    metric_name = "accuracy" if objective.data.task == "classification" else "r2"
+    found = math.isfinite(ranking[0].mean)
     rec = Recommendation(
-        ranking[0].config, ranking, default_result, seed_list, metric_name, study.study_name
-    )
-    study.set_user_attr(records.STUDY_RECOMMENDATION, rec.to_dict())
+        ranking[0].config if found else None, ranking, default_result, seed_list, metric_name,
+        study.study_name, reason=None if found else all_diverged_reason(ranking),
+    )  # fmt: skip
+    rec.store(study)
     from autoinit.dashboard import save_to_dashboard
 
     save_to_dashboard(study)  # the dashboard's note now carries the confirmed recommendation
+    if not found:
+        raise NoRecommendation(rec, rec.reason or "every confirmed configuration diverged")
     return rec
 
 
@@ -279,17 +86,22 @@ def _default_for(objective: Objective) -> Config:
 
 
 def _retrain(objective: Objective, config: Config, seeds: Sequence[int]) -> Ranked:
-    values, metrics = [], []
+    """Train ``config`` once per seed; a diverged run counts as an infinite loss, with its reason."""
+    values: list[float] = []
+    metrics: list[float | None] = []
+    stops: list[str | None] = []
     for seed in seeds:
         try:  # the guard stays on here, whatever the search used: a diverged run counts as inf
             result = objective.train(config, seed, guard=objective.guard or {})
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as stopped:
             values.append(math.inf)
             metrics.append(None)
+            stops.append(str(stopped) or "stopped by the divergence guard")
             continue
-        values.append(result.value)
+        values.append(result.value if math.isfinite(result.value) else math.inf)
         metrics.append(records.finite_or_none(result.metric))
-    return Ranked(config, tuple(values), tuple(metrics))
+        stops.append(None if math.isfinite(result.value) else "non-finite validation loss")
+    return Ranked(config, tuple(values), tuple(metrics), tuple(stops), tuple(seeds))
 
 
 def recommend(

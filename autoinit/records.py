@@ -17,6 +17,8 @@ Per study (``study.user_attrs``):
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -68,7 +70,33 @@ def downsample(values: Sequence[float], points: int = CURVE_POINTS) -> list[int]
     return sorted({round(i * step) for i in range(points)})
 
 
+# The one table of tasks and their metrics: every other module reads it from here.
+TASK_METRICS = {"classification": "accuracy", "regression": "r2"}
+TASKS = tuple(TASK_METRICS)
 METRIC_LABELS = {"accuracy": "accuracy", "r2": "R²"}  # how each metric name is printed
+
+
+def metric_for(task: str) -> str:
+    """The metric name recorded for ``task`` (accuracy for classification, R² for regression)."""
+    return TASK_METRICS[task]
+
+
+def metric_label(metric_name: str | None) -> str:
+    """How a metric name is printed (``r2`` as ``R²``); unknown names as they are."""
+    return METRIC_LABELS.get(metric_name or "", metric_name or "metric")
+
+
+def format_pm(mean: float | None, std: float | None, *, missing: str = "diverged") -> str:
+    """``mean ± std`` to four significant digits, or ``missing`` for an absent/non-finite mean.
+
+    The one formatter of a mean over seeds: the terminal, the report and the dashboard note all
+    print evidence through it, so they never disagree.
+    """
+    if mean is None or not math.isfinite(mean):
+        return missing
+    if std is None or not math.isfinite(std):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {std:.2g}"
 
 FAILED = "failed"  # counted next to the prune kinds
 STOP_LABELS = {
@@ -79,6 +107,55 @@ STOP_LABELS = {
     "pruner": "learning-curve pruner",
     FAILED: "failed",
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialCounts:
+    """A study's trials by state; ``finished`` (complete + pruned) is what ``n_trials`` counts."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    stopped: dict[str, int] = dataclasses.field(default_factory=dict)  # prune kind -> count
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+    @property
+    def total(self) -> int:
+        return self.finished + self.failed + self.running + self.waiting
+
+    def describe(self) -> str:
+        """``14 trials: 6 complete, 7 pruned (exploding 2, ...), 1 failed`` (or ``no trials yet``)."""
+        if not self.total:
+            return "no trials yet"
+        kinds = ", ".join(f"{STOP_LABELS.get(k, k)} {n}" for k, n in self.stopped.items() if n)
+        parts = [f"{self.complete} complete", f"{self.pruned} pruned" + (f" ({kinds})" if kinds else "")]
+        parts += [f"{n} {name}" for name, n in
+                  (("failed", self.failed), ("running", self.running), ("waiting", self.waiting)) if n]
+        return f"{self.total} trial{'s' if self.total != 1 else ''}: " + ", ".join(parts)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"complete": self.complete, "pruned": self.pruned, "failed": self.failed,
+                "running": self.running, "waiting": self.waiting}
+
+
+def trial_counts(study: optuna.Study) -> TrialCounts:
+    """Count ``study``'s trials once, by state and by prune kind."""
+    state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    by_state = collections.Counter(t.state for t in trials)
+    kinds = collections.Counter(prune_kind(t) for t in trials if t.state == state.PRUNED)
+    return TrialCounts(
+        complete=by_state[state.COMPLETE], pruned=by_state[state.PRUNED],
+        failed=by_state[state.FAIL], running=by_state[state.RUNNING],
+        waiting=by_state[state.WAITING],
+        stopped={k: kinds[k] for k in (*PRUNE_KINDS, *sorted(set(kinds) - set(PRUNE_KINDS)))
+                 if kinds[k]},
+    )  # fmt: skip
 
 
 def stop_counts(study: optuna.Study) -> dict[str, int]:

@@ -17,9 +17,9 @@ from typing import Any, Callable, NamedTuple
 
 import optuna
 import plotly.offline
-from optuna.trial import TrialState
 
 from autoinit import plots, records
+from autoinit.recommendation import Recommendation
 from autoinit.space import Config
 
 
@@ -40,18 +40,10 @@ def _plain(template: str) -> _Text:
 
 class _Summary(NamedTuple):
     title: _Text
-    headline: _Text  # the recommendation, the best trial, or why there is none
+    headline: Callable[[Callable[[str], str]], str]  # the verdict, given how to quote study text
     table: list[list[_Text]]  # recommended vs default, first row the header; empty without one
     facts: list[tuple[str, _Text]]  # data, model, budget, trials
     snippet: str | None  # the Python that applies the configuration
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
-
-
-def _spread(mean: float | None, std: float | None) -> str:
-    return _num(mean) if std is None or mean is None else f"{mean:.4g} ± {std:.2g}"
 
 
 def _study_text(value: Any) -> _Text:
@@ -68,92 +60,41 @@ def _snippet(config: Config) -> str:
     return f"from autoinit import Config, apply\n\nmodel = apply(model, Config({args}))"
 
 
-def _trial_counts(study: optuna.Study) -> _Text:
-    trials = study.get_trials(deepcopy=False)
-    if not trials:
-        return _plain("none yet")
-    states = {s: sum(t.state == s for t in trials) for s in TrialState}
-    pruned = records.stop_counts(study)
-    pruned.pop(plots.FAILED)
-    kinds = ", ".join(f"{plots.KIND_LABELS[k]} {n}" for k, n in pruned.items() if n)
-    parts = [f"{states[TrialState.COMPLETE]} complete"]
-    parts.append(f"{states[TrialState.PRUNED]} pruned" + (f" ({kinds})" if kinds else ""))
-    parts.append(f"{states[TrialState.FAIL]} failed")
-    parts += [f"{n} {s.name.lower()}" for s, n in states.items() if n and not s.is_finished()]
-    return _plain(f"{len(trials)}: " + ", ".join(parts))
-
-
-def _recommended(rec: dict[str, Any]) -> tuple[_Text, list[list[_Text]], Config]:
-    """The headline and the evidence table of a confirmed recommendation."""
-    default = rec["default"]
-    seeds = ", ".join(str(s) for s in rec.get("seeds", []))
-    data = {"winner": rec["label"], "default": default["label"]}
-    evidence = (
-        f"validation loss {_spread(rec['mean'], rec.get('std'))} against "
-        f"{_spread(default['mean'], default.get('std'))} for PyTorch's default ($default) "
-        f"over seeds {seeds}"
-    )
-    if rec["label"] == default["label"]:
-        headline = _Text(f"Keep PyTorch's default: no configuration beat it ({evidence}).", data)
-    else:
-        direction = "lower" if rec["improvement"] >= 0 else "higher"
-        gain = f"{abs(rec['improvement']):.3g} {direction} ({abs(rec['improvement_pct']):.1f}%)"
-        headline = _Text(f"Use $winner: {evidence}; {gain}.", data)
-    metric = records.METRIC_LABELS.get(rec.get("metric_name"), rec.get("metric_name") or "metric")
+def _evidence_table(rec: Recommendation) -> list[list[_Text]]:
+    """Recommended vs PyTorch's default, as confirmed; empty when there was no confirmation."""
+    rows = rec.evidence_rows() if rec.confirmed else []
+    if not rows:
+        return []
+    metric = records.metric_label(rec.metric_name)
     table = [[_plain(h) for h in ("", "configuration", "validation loss", metric)]]
-    for role, row in (("recommended", rec), ("PyTorch default", default)):
-        table.append(
-            [
-                _plain(role),
-                _Text("$label", {"label": row["label"]}),
-                _plain(_spread(row["mean"], row.get("std"))),
-                _plain(_spread(row.get("metric_mean"), row.get("metric_std"))),
-            ]
-        )
-    return headline, table, Config.from_dict(rec["config"])
-
-
-def _best_trial(study: optuna.Study) -> tuple[_Text, Config | None]:
-    """Without a confirmation: the best single trial, or why there is none."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not done:
-        n = len(study.get_trials(deepcopy=False))
-        why = "The study has no trials yet" if n == 0 else f"None of the {n} trials completed"
-        return _plain(f"{why}, so there is nothing to recommend."), None
-    best = min(done, key=lambda t: t.value)
-    config = Config.from_dict(best.params)
-    metric = best.user_attrs.get(records.METRIC)
-    name = records.METRIC_LABELS.get(best.user_attrs.get(records.METRIC_NAME), "metric")
-    scores = f"validation loss {_num(best.value)}" + (
-        f", {name} {_num(metric)}" if metric is not None else ""
-    )
-    text = (
-        f"No confirmation over seeds was run, so this is not a recommendation yet. "
-        f"The best single trial is #{best.number}, $label: {scores}."
-    )
-    return _Text(text, {"label": config.label}), config
+    for role, ranked in rows:
+        loss = _plain(ranked.loss_text())
+        if ranked.n_diverged:  # the stored stop reasons are study text: quoted
+            loss = _Text("$loss", {"loss": ranked.evidence()})
+        table.append([
+            _plain(role),
+            _Text("$label", {"label": ranked.config.label}),
+            loss,
+            _plain(records.format_pm(ranked.metric_mean, ranked.metric_std, missing="n/a")),
+        ])  # fmt: skip
+    return table
 
 
 def _summary(study: optuna.Study) -> _Summary:
     attrs = study.user_attrs
-    rec = attrs.get(records.STUDY_RECOMMENDATION)
-    if rec:
-        headline, table, config = _recommended(rec)
-    else:
-        headline, config = _best_trial(study)
-        table = []
+    rec = Recommendation.from_study(study)
     facts = [
         ("Data", _study_text(attrs.get(records.STUDY_DATA))),
         ("Model", _study_text(attrs.get(records.STUDY_MODEL))),
         ("Budget", _study_text(attrs.get(records.STUDY_BUDGET))),
-        ("Trials", _trial_counts(study)),
+        ("Trials", _plain(records.trial_counts(study).describe())),
     ]
     return _Summary(
         title=_Text("autoinit report: $name", {"name": study.study_name}),
-        headline=headline,
-        table=table,
+        headline=rec.headline,
+        table=_evidence_table(rec),
         facts=facts,
-        snippet=_snippet(config) if config else None,
+        snippet=_snippet(rec.config) if rec.config else None,
     )
 
 
@@ -170,7 +111,7 @@ def _md_cell(text: str) -> str:
 def summary_markdown(study: optuna.Study) -> str:
     """The report's summary in Markdown (for the dashboard note and the terminal)."""
     s = _summary(study)
-    lines = [f"## {s.title.render(_md_code)}", "", s.headline.render(_md_code), ""]
+    lines = [f"## {s.title.render(_md_code)}", "", s.headline(_md_code), ""]
     for i, row in enumerate(s.table):
         lines.append("| " + " | ".join(cell.render(_md_cell) for cell in row) + " |")
         if i == 0:
@@ -189,7 +130,7 @@ def _summary_html(s: _Summary) -> str:
         for row, tag in zip(s.table, ["th"] + ["td"] * len(s.table))
     ]
     facts = "".join(f"<dt>{name}</dt><dd>{text.render(esc)}</dd>" for name, text in s.facts)
-    parts = [f"<h1>{s.title.render(esc)}</h1>", f'<p class="headline">{s.headline.render(esc)}</p>']
+    parts = [f"<h1>{s.title.render(esc)}</h1>", f'<p class="headline">{s.headline(esc)}</p>']
     parts += [f"<table>{''.join(rows)}</table>"] if rows else []
     parts += [f"<dl>{facts}</dl>"]
     if s.snippet:

@@ -16,6 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from autoinit import records
+from autoinit.recommendation import Ranked, Recommendation
 from autoinit.space import LEAKY_SLOPE_RANGE, PYTORCH_DEFAULT, Config
 
 INITS = ("default", "kaiming_normal", "xavier_uniform", "orthogonal")
@@ -131,40 +132,28 @@ def mixed_trials() -> list[FrozenTrial]:
     ]
 
 
-def recommendation() -> dict[str, Any]:
-    """The ``recommendation`` study attribute that a confirmation over three seeds writes."""
+def recommendation(*, default_values: tuple[float, ...] = (0.29, 0.30, 0.31)) -> dict[str, Any]:
+    """The ``recommendation`` study attribute that a confirmation over three seeds writes.
+
+    Written through :class:`Recommendation` itself, so the factory cannot drift from the real
+    record. ``default_values`` may hold ``math.inf`` for seeds on which the default diverged.
+    """
     winner = Config("kaiming_normal", "leaky_relu", 0.02)
-
-    def entry(config: Config, values: list[float], metrics: list[float]) -> dict[str, Any]:
-        mean = sum(values) / len(values)
-        metric_mean = sum(metrics) / len(metrics)
-        return {
-            "config": config.to_dict(),
-            "label": config.label,
-            "mean": mean,
-            "std": math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)),
-            "metric_mean": metric_mean,
-            "metric_std": math.sqrt(sum((m - metric_mean) ** 2 for m in metrics) / len(metrics)),
-            "values": values,
-            "metrics": metrics,
-        }
-
-    ranking = [
-        entry(winner, [0.18, 0.19, 0.20], [0.95, 0.94, 0.95]),
-        entry(Config("kaiming_normal", "relu"), [0.21, 0.22, 0.24], [0.93, 0.92, 0.93]),
-        entry(PYTORCH_DEFAULT, [0.29, 0.30, 0.31], [0.88, 0.89, 0.88]),
-    ]
-    best, default = ranking[0], ranking[-1]
-    improvement = default["mean"] - best["mean"]
-    return {
-        **{k: best[k] for k in ("config", "label", "mean", "std", "metric_mean", "metric_std")},
-        "metric_name": "accuracy",
-        "default": {k: v for k, v in default.items() if k not in ("values", "metrics")},
-        "improvement": improvement,
-        "improvement_pct": 100 * improvement / default["mean"],
-        "seeds": [0, 1, 2],
-        "ranking": ranking,
-    }
+    seeds = (0, 1, 2)
+    reason = "vanishing gradient at step 30: first layer (0.weight) gradient norm 1e-09"
+    default = Ranked(
+        PYTORCH_DEFAULT, default_values,
+        tuple(None if math.isinf(v) else 0.88 for v in default_values),
+        tuple(reason if math.isinf(v) else None for v in default_values), seeds,
+    )  # fmt: skip
+    ranking = (
+        Ranked(winner, (0.18, 0.19, 0.20), (0.95, 0.94, 0.95), (None,) * 3, seeds),
+        Ranked(Config("kaiming_normal", "relu"), (0.21, 0.22, 0.24), (0.93, 0.92, 0.93),
+               (None,) * 3, seeds),
+        default,
+    )  # fmt: skip
+    rec = Recommendation(winner, ranking, default, seeds, "accuracy")
+    return rec.to_dict()
 
 
 def study_attrs() -> dict[str, Any]:
@@ -202,14 +191,15 @@ def make_study(
     *,
     name: str = "autoinit-test",
     attrs: dict[str, Any] | None = None,
-    with_recommendation: bool = False,
+    with_recommendation: bool | dict[str, Any] = False,
 ) -> optuna.Study:
     """A minimising SQLite study under ``tmp_path`` with ``trials`` and the study attributes."""
     study = optuna.create_study(storage=sqlite_url(tmp_path), study_name=name)
     for key, value in (study_attrs() if attrs is None else attrs).items():
         study.set_user_attr(key, value)
     if with_recommendation:
-        study.set_user_attr(records.STUDY_RECOMMENDATION, recommendation())
+        stored = with_recommendation if isinstance(with_recommendation, dict) else recommendation()
+        study.set_user_attr(records.STUDY_RECOMMENDATION, stored)
     for trial in trials:
         study.add_trial(trial)
     return study
