@@ -28,7 +28,9 @@ import torch
 
 from benchmarks.common import timed
 
-SECTIONS = ("overhead", "guard", "efficiency", "scaling", "parallel", "known", "threads")
+SECTIONS = (
+    "overhead", "guard", "efficiency", "scaling", "parallel", "known", "threads", "population",
+)  # fmt: skip
 RESULTS = Path(__file__).parent / "results"
 
 
