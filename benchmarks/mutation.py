@@ -1,0 +1,320 @@
+"""Mutation testing of autoinit's core with mutmut: how many planted bugs do the tests catch?
+
+Usage::
+
+    python -m benchmarks.mutation                      # every module (about 30 min on 2 cores)
+    python -m benchmarks.mutation --module initializers
+    python -m benchmarks.mutation --module search,recommend --max-children 1
+    python -m benchmarks.mutation --list               # the modules, their files and tests
+
+Each module is mutated in its own scratch copy of the project (``build/mutation/<module>/``,
+gitignored), never in the working tree, and only the test files that exercise it are run:
+mutmut runs them once to learn which test reaches which function, then runs, for each mutant,
+only the tests that reach the mutated function. ``PYTHONPATH`` points at the mutated copy, so
+worker processes and ``python -m autoinit.cli`` subprocesses run the mutant too.
+
+The score is killed / (all mutants) per module; every mutant that is not killed is listed, with
+its diff, in ``build/mutation/report.md``. The latest figures and why each survivor is left are
+in ``benchmarks/README.md`` ("Mutation testing"). CI does not run this.
+Needs ``pip install -e '.[mutation]'`` (mutmut).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The files to mutate (globs; the first existing spelling of each) and the tests to run."""
+
+    sources: tuple[tuple[str, ...], ...]  # each entry: alternative spellings (private or not)
+    tests: tuple[str, ...]
+
+    def files(self, root: Path = ROOT) -> list[str]:
+        found: list[str] = []
+        for spellings in self.sources:
+            for pattern in spellings:
+                matches = sorted(
+                    str(Path(p).relative_to(root)) for p in glob.glob(str(root / pattern))
+                    if not p.endswith("__init__.py")
+                )  # fmt: skip
+                if matches:
+                    found += matches
+                    break
+        return found
+
+    def test_files(self, root: Path = ROOT) -> list[str]:
+        return [t for t in self.tests if (root / t).exists()]
+
+
+# The core, and the tests that exercise each part. Module names list the private spelling
+# (``_search.py``) next to the public one, so a rename needs no change here.
+MODULES: dict[str, Target] = {
+    "initializers": Target(
+        sources=(("autoinit/_initializers.py", "autoinit/initializers.py"),),
+        tests=("tests/test_initializers.py",),
+    ),
+    "apply": Target(
+        sources=(("autoinit/_apply.py", "autoinit/apply.py"),),
+        tests=("tests/test_apply.py",),
+    ),
+    "monitor": Target(
+        sources=(("autoinit/monitor/_*.py", "autoinit/monitor.py"),),
+        tests=("tests/test_monitor.py", "tests/test_train.py"),
+    ),
+    "search": Target(
+        sources=(("autoinit/_search.py", "autoinit/search.py"),),
+        tests=("tests/test_search.py", "tests/test_core_bugs.py", "tests/test_workers.py"),
+    ),
+    "recommend": Target(
+        sources=(("autoinit/_recommend.py", "autoinit/recommend.py"),),
+        tests=("tests/test_recommend.py", "tests/test_core_bugs.py"),
+    ),
+    "data": Target(  # the loader's row handling: parsed rows -> block, pieces, the split
+        sources=(
+            ("autoinit/data/_frame.py",),
+            ("autoinit/data/_reading.py",),
+            ("autoinit/data/_split.py",),
+        ),
+        tests=("tests/test_data.py", "tests/test_data_fuzz.py"),
+    ),
+}
+
+NOT_KILLED = ("survived", "no tests", "timeout", "suspicious", "segfault", "not checked")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.mutation", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--module", default=",".join(MODULES),
+        help=f"comma-separated modules (default: all: {','.join(MODULES)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-children", type=int, default=os.cpu_count() or 2,
+        help="mutants tested at once (default: the number of cores)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workdir", type=Path, default=ROOT / "build" / "mutation",
+        help="where the scratch copies and report.md go (default: build/mutation)",
+    )  # fmt: skip
+    parser.add_argument("--list", action="store_true", help="print the modules and exit")
+    args = parser.parse_args(argv)
+    args.modules = [name.strip() for name in args.module.split(",") if name.strip()]
+    unknown = [name for name in args.modules if name not in MODULES]
+    if unknown or not args.modules:
+        names = ", ".join(map(repr, unknown))
+        parser.error(f"unknown module(s) {names}; valid: {', '.join(MODULES)}.")
+    if args.max_children < 1:
+        parser.error(f"--max-children must be at least 1 but got {args.max_children}.")
+    return args
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+def mutmut_table(target: Target) -> str:
+    """The project's ``[tool.mutmut]`` table, with this module's files and tests filled in."""
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"].get("mutmut", {})
+    table = {
+        **base,
+        "source_paths": ["autoinit"],
+        "only_mutate": target.files(),
+        "pytest_add_cli_args_test_selection": target.test_files(),
+    }
+    lines = ["[tool.mutmut]"]
+    for key, value in table.items():
+        if isinstance(value, list):
+            lines.append(f"{key} = {_toml_list([str(v) for v in value])}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _without_mutmut_table(pyproject: str) -> str:
+    kept, skipping = [], False
+    for line in pyproject.splitlines():
+        if line.startswith("["):
+            skipping = line.strip() == "[tool.mutmut]"
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+_KEEP_DECORATED = {"staticmethod", "classmethod", "overload", "setter", "getter", "deleter"}
+
+
+def undecorate(source: str) -> str:
+    """``@deco`` + ``def f`` -> ``def f`` + ``f = deco(f)``: the same module, mutable by mutmut.
+
+    mutmut leaves every decorated function alone (it cannot put its trampoline under the
+    decorator), which would leave out registered initializers, properties and context managers.
+    Nested functions are left as they are (they are mutated as part of their parent), and so are
+    decorators whose meaning depends on the name being bound first (``@x.setter``).
+    """
+    import libcst as cst
+
+    class Undecorate(cst.CSTTransformer):
+        depth = 0
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            self.depth += 1
+            return True
+
+        def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef):
+            self.depth -= 1
+            if self.depth or not updated.decorators:
+                return updated
+            code = [cst.Module([]).code_for_node(d.decorator) for d in updated.decorators]
+            if any(c.split("(")[0].rsplit(".", 1)[-1] in _KEEP_DECORATED for c in code):
+                return updated
+            wrapped: cst.BaseExpression = updated.name
+            for decorator in reversed(updated.decorators):
+                wrapped = cst.Call(func=decorator.decorator, args=[cst.Arg(wrapped)])
+            assign = cst.SimpleStatementLine(
+                [cst.Assign(targets=[cst.AssignTarget(updated.name)], value=wrapped)]
+            )
+            bare = updated.with_changes(
+                decorators=[], leading_lines=updated.decorators[0].leading_lines
+            )
+            return cst.FlattenSentinel([bare, assign])
+
+    return cst.parse_module(source).visit(Undecorate()).code
+
+
+def prepare(name: str, target: Target, workdir: Path) -> Path:
+    """A fresh scratch copy of the project for ``name``: the package, the tests, the config."""
+    scratch = workdir / name
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "studies")
+    for folder in ("autoinit", "tests", "examples"):
+        if (ROOT / folder).is_dir():
+            shutil.copytree(ROOT / folder, scratch / folder, ignore=ignore)
+    for path in target.files():
+        (scratch / path).write_text(undecorate((scratch / path).read_text()))
+    pyproject = _without_mutmut_table((ROOT / "pyproject.toml").read_text())
+    (scratch / "pyproject.toml").write_text(pyproject + "\n" + mutmut_table(target))
+    # Made now, not by mutmut: a PYTHONPATH entry missing at start-up is skipped for good.
+    (scratch / "mutants").mkdir()
+    return scratch
+
+
+def run_mutmut(scratch: Path, max_children: int, log) -> int:
+    env = dict(os.environ)
+    # Subprocesses (spawned workers, `python -m autoinit.cli`) import the mutated copy as well.
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(scratch / "mutants"), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env.pop("CI", None)  # a skipped optional test must not fail the mutants' runs
+    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    return subprocess.run(command, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT,
+                          check=False).returncode  # fmt: skip
+
+
+STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)
+    1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+    35: "suspicious", 36: "timeout", 37: "caught by type check", -24: "timeout", 24: "timeout",
+    152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault", None: "not checked",
+}  # fmt: skip
+
+
+def results(scratch: Path, files: list[str]) -> dict[str, str]:
+    """Mutant name -> status, for the mutated files."""
+    statuses: dict[str, str] = {}
+    for path in files:
+        meta = scratch / "mutants" / (path + ".meta")
+        if not meta.exists():
+            continue
+        data = json.loads(meta.read_text())
+        for mutant, code in data["exit_code_by_key"].items():
+            statuses[mutant] = STATUS.get(code, "suspicious")
+    return statuses
+
+
+def diff(scratch: Path, mutant: str) -> str:
+    shown = subprocess.run(
+        [sys.executable, "-m", "mutmut", "show", mutant], cwd=scratch, capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    lines = shown.stdout.splitlines()
+    return "\n".join(line for line in lines[1:] if not line.startswith(("---", "+++")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for name, target in MODULES.items():
+            print(f"{name}: {', '.join(target.files())}")
+            print(f"    tests: {', '.join(target.test_files())}")
+        return 0
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        print("error: mutmut is not installed; pip install -e '.[mutation]'", file=sys.stderr)
+        return 2
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    report = [f"# Mutation testing ({time.strftime('%Y-%m-%d %H:%M')})", ""]
+    table = ["| module | mutants | killed | not killed | score | minutes |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    total = Counter()
+    failed = False
+    for name in args.modules:
+        target = MODULES[name]
+        files = target.files()
+        if not files or not target.test_files():
+            print(f"{name}: no files or no tests found; skipped", flush=True)
+            continue
+        print(f"{name}: mutating {', '.join(files)}", flush=True)
+        print(f"    with {', '.join(target.test_files())}", flush=True)
+        started = time.monotonic()
+        scratch = prepare(name, target, args.workdir)
+        with open(args.workdir / f"{name}.log", "w") as log:
+            code = run_mutmut(scratch, args.max_children, log)
+        minutes = (time.monotonic() - started) / 60
+        statuses = results(scratch, files)
+        if code != 0 or not statuses:
+            failed = True
+            print(f"    mutmut failed (exit {code}); see {args.workdir / f'{name}.log'}", flush=True)
+            continue
+        counts = Counter(statuses.values())
+        killed = counts["killed"] + counts["caught by type check"]
+        left = {m: s for m, s in statuses.items() if s in NOT_KILLED}
+        score = killed / len(statuses)
+        total.update(mutants=len(statuses), killed=killed)
+        table.append(f"| {name} | {len(statuses)} | {killed} | {len(left)} | {score:.1%} | "
+                     f"{minutes:.1f} |")  # fmt: skip
+        print(f"    {killed}/{len(statuses)} killed ({score:.1%}) in {minutes:.1f} min; "
+              f"not killed: {dict(Counter(left.values())) or 'none'}", flush=True)  # fmt: skip
+        report += [f"## {name}", ""]
+        for mutant, status in sorted(left.items()):
+            report += [f"### {mutant} ({status})", "", "```diff", diff(scratch, mutant), "```", ""]
+    if total["mutants"]:
+        table.append(f"| all | {total['mutants']} | {total['killed']} | "
+                     f"{total['mutants'] - total['killed']} | "
+                     f"{total['killed'] / total['mutants']:.1%} | |")  # fmt: skip
+    report[2:2] = [*table, ""]
+    (args.workdir / "report.md").write_text("\n".join(report) + "\n")
+    print("\n".join(table))
+    print(f"survivors and their diffs: {args.workdir / 'report.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
