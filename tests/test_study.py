@@ -1,14 +1,9 @@
-"""Storage: SQLite tuning, clear errors, PostgreSQL with several workers, a killed worker."""
+"""Storage: SQLite tuning, clear errors, a killed worker (PostgreSQL workers: test_workers)."""
 
-import os
-import pathlib
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
@@ -106,46 +101,3 @@ def test_a_killed_worker_loses_no_finished_trial_and_its_trial_is_retried(
     assert after[running[0]].state == optuna.trial.TrialState.FAIL
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == running[0]]
     assert retried and retried[0].params == after[running[0]].params
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A throwaway PostgreSQL cluster on a free local port, stopped afterwards."""
-    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
-        pytest.skip("PostgreSQL (initdb, pg_ctl) is not installed")
-    pytest.importorskip("psycopg", reason="install autoinit[postgres] for this test")
-    root = pathlib.Path(tempfile.mkdtemp(prefix="autoinit-pg-"))  # outside pytest's 0700 tree
-    data = root / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-
-    def pg(*args):
-        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
-
-    pg("initdb", "-D", str(data), "-U", "autoinit", "--auth=trust")
-    pg("pg_ctl", "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-       f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
-    try:
-        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "autoinit", "studies")
-        yield f"postgresql://autoinit@127.0.0.1:{port}/studies"
-    finally:
-        pg("pg_ctl", "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def test_two_workers_share_a_postgres_study(postgres_url, blobs):
-    study = search(tiny_mlp(8, 3), blobs, n_trials=10, epochs=2, storage=postgres_url,
-                   study_name="pg", n_jobs=2)
-    stored = optuna.load_study(study_name="pg", storage=postgres_url)
-    assert 10 <= len(stored.get_trials(states=FINISHED)) <= 11
-    assert stored.user_attrs["task"] == "classification"
-    assert study.best_trial.user_attrs["loss_curve"]
