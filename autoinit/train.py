@@ -1,5 +1,9 @@
 """The short training run of one trial: data in memory, a plain loop, the guard, evaluation.
 
+:func:`fit` returns a :class:`RunResult` whether the run finished or was stopped (by the guard or
+the trial's pruner; then ``result.stop`` says why and the figures are partial). :func:`run` is
+the same, raising ``optuna.TrialPruned`` (``Diverged`` for the guard) on a stop.
+
 In-memory data (a ``TensorDataset`` loader or a tuple of tensors) is batched by slicing a shuffled
 index on the device, not by per-sample collation (measured 2x faster on tabular data). Any other
 ``DataLoader`` is iterated as the user built it.
@@ -16,17 +20,22 @@ from typing import Any, Union
 import optuna
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, random_split
 
 from autoinit import records
 from autoinit.errors import ConfigError, DataError
-from autoinit.monitor import DivergenceGuard, SignalProbe, raise_diverged
+from autoinit.monitor import LOSS_BOUND_FACTOR, PRUNER, DivergenceGuard, SignalProbe, Stop
 
-DataLike = Union[DataLoader, tuple, list, TensorDataset]
+__all__ = [
+    "LOSS_BOUND_FACTOR", "OPTIMIZERS", "TASKS", "Budget", "DataLike", "RunResult", "TrainingData",
+    "default_loss", "evaluate", "fit", "infer_task", "prepare_data", "run",
+]  # fmt: skip
+
+DataLike = Union[DataLoader[Any], Dataset[Any], tuple[Any, ...], list[Any], TensorDataset]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
 TASKS = ("classification", "regression")
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-LOSS_BOUND_FACTOR = 100.0  # a classifier's loss starts near ln(classes); 100x that is divergence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,27 +78,32 @@ class TrainingData:
     """Train and validation data ready for the loop, with its task and loss."""
 
     task: str
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    loss_fn: LossFn
     batch_size: int
     device: torch.device
     train: tuple[torch.Tensor, torch.Tensor] | None = None  # in memory, on the device
     val: tuple[torch.Tensor, torch.Tensor] | None = None
-    train_loader: DataLoader | None = None  # otherwise, the user's loaders
-    val_loader: DataLoader | None = None
+    train_loader: DataLoader[Any] | None = None  # otherwise, the user's loaders
+    val_loader: DataLoader[Any] | None = None
 
     @property
     def in_memory(self) -> bool:
         return self.train is not None
 
     @property
+    def metric_name(self) -> str:
+        """``accuracy`` for classification, ``r2`` for regression."""
+        return "accuracy" if self.task == "classification" else "r2"
+
+    @property
     def steps_per_epoch(self) -> int:
-        if self.in_memory:
+        if self.train is not None:
             return math.ceil(len(self.train[0]) / self.batch_size)
-        return len(self.train_loader)
+        return len(_loader(self.train_loader))
 
     def train_batches(self, generator: torch.Generator) -> Iterator[Batch]:
-        if not self.in_memory:
-            yield from (self._to_device(b) for b in self.train_loader)
+        if self.train is None:
+            yield from (self._to_device(b) for b in _loader(self.train_loader))
             return
         x, y = self.train
         order = torch.randperm(len(x), generator=generator).to(self.device)
@@ -98,8 +112,8 @@ class TrainingData:
             yield x[index], y[index]
 
     def val_batches(self) -> Iterator[Batch]:
-        if not self.in_memory:
-            yield from (self._to_device(b) for b in self.val_loader)
+        if self.val is None:
+            yield from (self._to_device(b) for b in _loader(self.val_loader))
             return
         x, y = self.val
         step = max(self.batch_size, 4096)
@@ -112,8 +126,22 @@ class TrainingData:
 
     def describe(self) -> str:
         source = "in memory" if self.in_memory else "DataLoader"
-        n_train = len(self.train[0]) if self.in_memory else len(self.train_loader.dataset)
+        if self.train is not None:
+            n_train = len(self.train[0])
+        else:
+            n_train = _size(_loader(self.train_loader).dataset)
         return f"{n_train} training samples ({source}), {self.task}, batch {self.batch_size}"
+
+
+def _loader(loader: DataLoader[Any] | None) -> DataLoader[Any]:
+    if loader is None:  # prepare_data gives either tensors or loaders
+        raise RuntimeError("this TrainingData holds neither tensors nor a DataLoader.")
+    return loader
+
+
+def _size(dataset: Any) -> int:
+    """A map-style dataset's length (``Dataset`` itself does not declare ``__len__``)."""
+    return len(dataset)
 
 
 def _as_pair(batch: Any) -> Batch:
@@ -126,10 +154,9 @@ def _as_pair(batch: Any) -> Batch:
     )
 
 
-def _tensors_of(data: DataLike) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _tensors_of(given: DataLike) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The (x, y) tensors behind ``data`` when it lives in memory, else None."""
-    if isinstance(data, DataLoader):
-        data = data.dataset
+    data: Any = given.dataset if isinstance(given, DataLoader) else given
     if isinstance(data, Subset) and isinstance(data.dataset, TensorDataset):
         index = torch.as_tensor(data.indices)
         return tuple(t[index] for t in data.dataset.tensors)[:2]  # type: ignore[return-value]
@@ -153,7 +180,7 @@ def infer_task(targets: torch.Tensor) -> str:
     return "regression" if targets.is_floating_point() else "classification"
 
 
-def default_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def default_loss(task: str) -> LossFn:
     return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
 
 
@@ -162,7 +189,7 @@ def prepare_data(
     val: DataLike | None = None,
     *,
     task: str | None = None,
-    loss_fn: Callable | None = None,
+    loss_fn: LossFn | None = None,
     batch_size: int | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
@@ -198,16 +225,16 @@ def prepare_data(
             train=_to(x, y, device), val=_to(*val_tensors, device),
         )  # fmt: skip
 
-    train_loader = train if isinstance(train, DataLoader) else DataLoader(train, batch_size)
+    train_loader = _as_loader(train, batch_size)
     if val is None:
-        n_val = max(1, int(round(len(train_loader.dataset) * val_fraction)))
+        n_val = max(1, int(round(_size(train_loader.dataset) * val_fraction)))
         parts = random_split(
-            train_loader.dataset, [len(train_loader.dataset) - n_val, n_val], generator=split
+            train_loader.dataset, [_size(train_loader.dataset) - n_val, n_val], generator=split
         )
         train_loader = DataLoader(parts[0], batch_size, shuffle=True, generator=split)
         val_loader = DataLoader(parts[1], batch_size)
     else:
-        val_loader = val if isinstance(val, DataLoader) else DataLoader(val, batch_size)
+        val_loader = _as_loader(val, batch_size)
     _, first_targets = _as_pair(next(iter(val_loader)))
     task = task or infer_task(first_targets)
     return TrainingData(
@@ -216,13 +243,25 @@ def prepare_data(
     )  # fmt: skip
 
 
-def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _as_loader(data: DataLike, batch_size: int) -> DataLoader[Any]:
+    """``data`` itself if it is a DataLoader, else a plain one over it (any sized sequence)."""
+    if isinstance(data, DataLoader):
+        return data
+    return DataLoader(data, batch_size)  # type: ignore[arg-type] # a list of pairs works too
+
+
+def _to(
+    x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     return x.to(device), y.to(device)
 
 
 @dataclasses.dataclass
 class RunResult:
-    """What one training run measured."""
+    """What one training run measured; ``stop`` says why it was stopped early, if it was.
+
+    A stopped run's figures are those of its last completed step and evaluation.
+    """
 
     value: float  # final validation loss
     metric: float  # accuracy or R²
@@ -232,22 +271,42 @@ class RunResult:
     losses: list[float]  # every step
     grad_steps: list[int]  # the steps whose gradient norm was measured
     grad_norms: list[float]
-    probe: dict[str, list]
+    probe: dict[str, list[Any]]
+    stop: Stop | None = None  # None when the run used its budget
+
+    @classmethod
+    def unstarted(cls, metric_name: str, stop: Stop) -> RunResult:
+        """A run stopped before its first step (e.g. by the symmetry check)."""
+        return cls(math.nan, math.nan, metric_name, 0, 0.0, [], [], [], {}, stop)
+
+    def raise_if_stopped(self) -> None:
+        """Raise ``optuna.TrialPruned`` (``Diverged`` for the guard) if the run was stopped."""
+        if self.stop is not None:
+            raise self.stop.error()
 
     def telemetry(self) -> dict[str, Any]:
-        """The per-trial user_attrs (curves downsampled, JSON-safe)."""
-        keep = records.downsample(self.grad_steps)
-        steps = [self.grad_steps[i] for i in keep]
-        return {
-            records.STEPS: self.steps,
-            records.TRAIN_SECONDS: round(self.seconds, 4),
-            records.METRIC_NAME: self.metric_name,
-            records.METRIC: records.finite_or_none(self.metric),
-            records.CURVE_STEPS: steps,
-            records.LOSS_CURVE: [records.finite_or_none(self.losses[s]) for s in steps],
-            records.GRAD_NORM_CURVE: [records.finite_or_none(self.grad_norms[i]) for i in keep],
-            records.PROBE: self.probe,
-        }
+        """The per-trial user_attrs (curves downsampled, JSON-safe), with the stop's kind and
+        reason if stopped. A run stopped before its first step has only its step count."""
+        attrs: dict[str, Any]
+        if self.stop is not None and not self.losses:
+            attrs = {records.STEPS: self.steps}
+        else:
+            keep = records.downsample(self.grad_steps)
+            steps = [self.grad_steps[i] for i in keep]
+            attrs = {
+                records.STEPS: self.steps,
+                records.TRAIN_SECONDS: round(self.seconds, 4),
+                records.METRIC_NAME: self.metric_name,
+                records.METRIC: records.finite_or_none(self.metric),
+                records.CURVE_STEPS: steps,
+                records.LOSS_CURVE: [records.finite_or_none(self.losses[s]) for s in steps],
+                records.GRAD_NORM_CURVE: [records.finite_or_none(self.grad_norms[i]) for i in keep],
+                records.PROBE: self.probe,
+            }
+        if self.stop is not None:
+            attrs[records.PRUNE_KIND] = self.stop.kind
+            attrs[records.PRUNE_REASON] = self.stop.reason
+        return attrs
 
 
 def _outputs_for(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -292,36 +351,72 @@ def run(
     guard: DivergenceGuard | None = None,
     trial: optuna.Trial | None = None,
 ) -> RunResult:
+    """:func:`fit`, raising ``optuna.TrialPruned`` (``Diverged`` for the guard) when stopped.
+
+    Use :func:`fit` for a stopped run's partial result.
+    """
+    result = fit(model, data, budget, seed=seed, guard=guard, trial=trial)
+    result.raise_if_stopped()
+    return result
+
+
+def fit(
+    model: nn.Module,
+    data: TrainingData,
+    budget: Budget,
+    *,
+    seed: int = 0,
+    guard: DivergenceGuard | None = None,
+    trial: optuna.Trial | None = None,
+) -> RunResult:
     """Train ``model`` for ``budget``, checking ``guard`` every step and reporting to ``trial``.
 
     Validation runs after every epoch (and at the last step); each result is reported to the
-    trial, whose pruner may stop the run. Raises ``optuna.TrialPruned`` (``Diverged`` for the
-    guard) when stopped.
+    trial, whose pruner may stop the run. A stopped run returns its partial result, with
+    ``result.stop`` saying why (``stop.kind`` is ``"pruner"`` for the trial's pruner). The guard
+    defaults to :class:`DivergenceGuard`'s default rules.
     """
-    guard = guard or DivergenceGuard(trial=trial)
+    guard = guard if guard is not None else DivergenceGuard(trial=trial)
     probe = SignalProbe(model)
+    progress = _Progress()
     start = time.perf_counter()
-    state = {"step": 0, "value": math.nan, "metric": math.nan, "probe": {}}
     try:
-        _loop(model, data, budget, seed, guard, trial, probe, state)
-    except optuna.TrialPruned as stopped:
-        stopped.partial = _result(data, guard, state, time.perf_counter() - start)
-        raise
+        stop = _loop(model, data, budget, seed, guard, trial, probe, progress)
     finally:
         probe.remove()
-    return _result(data, guard, state, time.perf_counter() - start)
-
-
-def _result(data: TrainingData, guard: DivergenceGuard, state: dict, seconds: float) -> RunResult:
-    metric_name = "accuracy" if data.task == "classification" else "r2"
     return RunResult(
-        state["value"], state["metric"], metric_name, state["step"], seconds,
-        guard.losses, guard.grad_steps, guard.grad_norms, state["probe"],
+        progress.value, progress.metric, data.metric_name, progress.step,
+        time.perf_counter() - start, guard.losses, guard.grad_steps, guard.grad_norms,
+        progress.probe, stop,
     )  # fmt: skip
 
 
-def _loop(model, data, budget, seed, guard, trial, probe, state) -> None:
-    """The loop itself; progress goes into ``state`` so a stopped run still has its telemetry."""
+@dataclasses.dataclass
+class _Progress:
+    """What the loop has done so far: a stopped run returns it."""
+
+    step: int = 0
+    value: float = math.nan
+    metric: float = math.nan
+    probe: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+
+
+def _classes(task: str, output: torch.Tensor) -> int | None:
+    """A classifier's number of outputs (told to the guard's rules), else None."""
+    return output.shape[-1] if task == "classification" and output.dim() > 1 else None
+
+
+def _loop(
+    model: nn.Module,
+    data: TrainingData,
+    budget: Budget,
+    seed: int,
+    guard: DivergenceGuard,
+    trial: optuna.Trial | None,
+    probe: SignalProbe,
+    progress: _Progress,
+) -> Stop | None:
+    """The loop itself; returns why it stopped early, or None. Progress goes into ``progress``."""
     optimizer = OPTIMIZERS[budget.optimizer](model.parameters(), lr=budget.lr)
     shuffle = torch.Generator().manual_seed(seed)
     max_steps = budget.max_steps or math.inf
@@ -334,26 +429,29 @@ def _loop(model, data, budget, seed, guard, trial, probe, state) -> None:
         for x, y in data.train_batches(shuffle):
             output = _outputs_for(data.task, model(x), y)
             if step == 0:
-                state["probe"] = probe.remove()
-                if guard.max_loss is None and data.task == "classification" and output.dim() > 1:
-                    guard.max_loss = LOSS_BOUND_FACTOR * math.log(max(output.shape[-1], 2))
+                progress.probe = probe.remove()
+                guard.start(classes=_classes(data.task, output))
             loss = data.loss_fn(output, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            guard.check(loss, named_params)
+            stop = guard.observe(loss, named_params)
+            if stop is not None:
+                return stop
             optimizer.step()
             step += 1
-            state["step"] = step
+            progress.step = step
             if step >= max_steps or time.perf_counter() >= deadline:
                 break
         epoch += 1
         value, metric = evaluate(model, data)
-        state.update(value=value, metric=metric)
+        progress.value, progress.metric = value, metric
         if not math.isfinite(value):
-            raise_diverged("non-finite", f"non-finite validation loss at step {step}", guard.trial)
+            return guard.fire(Stop("non-finite", f"non-finite validation loss at step {step}"))
         if trial is not None:
             trial.report(value, step)
             if trial.should_prune():
-                raise optuna.TrialPruned(
-                    f"pruned by the study's pruner at step {step}: validation loss {value:.4g}"
+                return Stop(
+                    PRUNER,
+                    f"pruned by the study's pruner at step {step}: validation loss {value:.4g}",
                 )
+    return None

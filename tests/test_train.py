@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from autoinit import Config, build
+from autoinit import Config, build, search
 from autoinit.errors import ConfigError, DataError
-from autoinit.train import Budget, infer_task, prepare_data, run
+from autoinit.train import Budget, fit, infer_task, prepare_data, run
 
 
 def test_in_memory_data_is_split_deterministically(blobs):
@@ -127,19 +127,62 @@ def test_run_reports_each_epoch_to_the_trial(blobs, small_mlp):
     assert steps == [data.steps_per_epoch * (i + 1) for i in range(3)]
 
 
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return True
+
+
 def test_pruned_run_keeps_its_partial_telemetry(blobs, small_mlp):
     data = prepare_data(blobs)
+    trial = optuna.create_study(pruner=AlwaysPrune()).ask()
+    result = fit(build(small_mlp, Config("kaiming_normal", "relu")), data, Budget(epochs=3),
+                 trial=trial)
+    assert result.stop.kind == "pruner"
+    assert result.stop.reason.startswith(f"pruned by the study's pruner at step {result.steps}")
+    assert result.steps == data.steps_per_epoch
+    attrs = result.telemetry()
+    assert len(attrs["loss_curve"]) == data.steps_per_epoch
+    assert attrs["prune_kind"] == "pruner" and attrs["prune_reason"] == result.stop.reason
 
-    class AlwaysPrune(optuna.pruners.BasePruner):
-        def prune(self, study, trial):
-            return True
 
+def test_run_raises_the_stop_and_nothing_rides_on_it(blobs, small_mlp):
+    data = prepare_data(blobs)
     trial = optuna.create_study(pruner=AlwaysPrune()).ask()
     with pytest.raises(optuna.TrialPruned) as caught:
         run(build(small_mlp, Config("kaiming_normal", "relu")), data, Budget(epochs=3), trial=trial)
-    partial = caught.value.partial
-    assert partial.steps == data.steps_per_epoch
-    assert len(partial.telemetry()["loss_curve"]) == data.steps_per_epoch
+    assert type(caught.value) is optuna.TrialPruned  # the pruner's stop is not a Diverged
+    assert str(caught.value).startswith("pruned by the study's pruner at step 3")
+    assert not hasattr(caught.value, "partial")
+
+
+def test_a_stopped_trial_stores_its_partial_telemetry(blobs, small_mlp, storage_url):
+    study = search(small_mlp, blobs, n_trials=1, epochs=3, storage=storage_url,
+                   pruner=AlwaysPrune())
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    attrs = trial.user_attrs
+    assert attrs["steps"] == 3 and len(attrs["loss_curve"]) == 3 and attrs["probe"]["layers"]
+    assert attrs["prune_kind"] == "pruner"
+    assert attrs["prune_reason"].startswith("pruned by the study's pruner at step 3")
+
+
+def test_a_run_stopped_before_its_first_step_stores_only_its_step_count():
+    from autoinit.monitor import Stop
+    from autoinit.train import RunResult
+
+    stop = Stop("symmetric", "symmetric weights at step 0")
+    attrs = RunResult.unstarted("accuracy", stop).telemetry()
+    assert attrs == {"steps": 0, "prune_kind": "symmetric", "prune_reason": stop.reason}
+
+
+def test_a_zero_init_trial_is_stopped_as_symmetric_only(blobs, storage_url):
+    from autoinit.testing import tiny_mlp
+
+    study = search(tiny_mlp(8, 3, depth=4, width=16), blobs, n_trials=1, epochs=2,
+                   storage=storage_url, inits=["zeros"], activations=["tanh"])
+    attrs = study.trials[0].user_attrs
+    assert attrs["prune_kind"] == "symmetric" and attrs["steps"] == 0
+    assert "loss_curve" not in attrs
 
 
 def test_telemetry_is_downsampled_and_json_safe(blobs, small_mlp):
