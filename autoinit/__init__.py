@@ -4,23 +4,37 @@ Example:
     >>> from autoinit import recommend                      # doctest: +SKIP
     >>> rec = recommend(model_fn, train_loader, n_trials=40)
     >>> model = rec.build(model_fn)
+
+``__all__`` is the user API. Internals stay importable from their modules (``autoinit.train``,
+``autoinit.study``...); the implementations of the functions below live in private modules
+(``autoinit._search``, ``autoinit._recommend``, ``autoinit._apply``), so that no module is
+shadowed by a function of the same name.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from autoinit.activations import (
-    create_activation,
-    get_activation,
-    list_activations,
-    register_activation,
-)
-from autoinit.apply import apply, build
-from autoinit.errors import AutoinitError, ConfigError, DataError, StorageError
+from autoinit._apply import apply, build
+from autoinit._recommend import recommend
+from autoinit._search import search
+from autoinit.activations import get_activation, list_activations, register_activation
+from autoinit.errors import AutoinitError, ConfigError, DataError, NoRecommendation, StorageError
 from autoinit.initializers import get_initializer, list_initializers, register_initializer
-from autoinit.monitor import Diverged, DivergenceGuard
-from autoinit.recommend import Recommendation, recommend
-from autoinit.search import search
-from autoinit.space import PYTORCH_DEFAULT, Config, suggest
+from autoinit.monitor import (
+    DepthRatio,
+    Diverged,
+    DivergenceGuard,
+    GradNormBound,
+    Growth,
+    LossBound,
+    NonFinite,
+    Patient,
+    Rule,
+    StepStats,
+    Stop,
+    Vanishing,
+)
+from autoinit.recommendation import Ranked, Recommendation
+from autoinit.space import PYTORCH_DEFAULT, Config
 
 _LAZY = {  # plotly loads only when a figure or report is asked for
     "plot_confirmation": "autoinit.plots",
@@ -44,26 +58,41 @@ def __getattr__(name: str):
 
 __all__ = [
     "__version__",
-    "AutoinitError",
-    "Config",
-    "ConfigError",
-    "DataError",
-    "Diverged",
-    "DivergenceGuard",
-    "PYTORCH_DEFAULT",
+    # search and recommend
+    "search",
+    "recommend",
     "Recommendation",
-    "StorageError",
+    "Ranked",
+    "Config",
+    "PYTORCH_DEFAULT",
     "apply",
     "build",
-    "create_activation",
-    "get_activation",
-    "get_initializer",
-    "list_activations",
+    # the space
     "list_initializers",
-    "recommend",
-    "register_activation",
+    "get_initializer",
     "register_initializer",
-    "search",
-    "suggest",
+    "list_activations",
+    "get_activation",
+    "register_activation",
+    # the divergence guard and its rules
+    "DivergenceGuard",
+    "Diverged",
+    "Rule",
+    "StepStats",
+    "Stop",
+    "NonFinite",
+    "LossBound",
+    "GradNormBound",
+    "DepthRatio",
+    "Growth",
+    "Vanishing",
+    "Patient",
+    # errors
+    "AutoinitError",
+    "ConfigError",
+    "DataError",
+    "NoRecommendation",
+    "StorageError",
+    # figures and the report
     *_LAZY,
 ]

@@ -177,24 +177,28 @@ def main() -> None:
               show_default=True, help="auto: CUDA when there is a GPU.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1),
               help="Seeds the split, the sampler and every trial.")
+@click.option("--no-wait", is_flag=True,
+              help="If another process is confirming this study, exit instead of waiting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @_user_errors
 def search(data_path: str, target: str | None, task: str, trials: int, timeout: float | None,
            epochs: int, depth: int, width: int, inits: str | None, activations: str | None,
            storage: str | None, study_name: str | None, jobs: int, seeds: int, top_k: int,
-           device: str, seed: int, as_json: bool) -> None:  # fmt: skip
+           device: str, seed: int, no_wait: bool, as_json: bool) -> None:  # fmt: skip
     """Search initializers x activations for an MLP on a CSV file.
 
     The task (classification or regression) is detected from the target column; the model is
     an MLP of DEPTH x WIDTH, deep enough by default that the init decides whether it trains.
     Rerunning the same command resumes the study up to --trials finished trials.
     """
+    from autoinit._recommend import confirm_once
+    from autoinit._search import prepare_search
     from autoinit.data import load_csv
     from autoinit.models import mlp_factory
-    from autoinit.recommend import confirm
-    from autoinit.search import prepare_search, resolve_device, search_defaults
+    from autoinit.options import SearchOptions
     from autoinit.space import resolve_space
-    from autoinit.study import DEFAULT_STORAGE, display_url, parse_storage_url
+    from autoinit.study import DEFAULT_STORAGE, parse_storage_url
+    from autoinit.workers import resolve_device
 
     # Options fail before the data is read (a large file takes a while).
     resolve_space(_names(inits), _names(activations))
@@ -206,14 +210,15 @@ def search(data_path: str, target: str | None, task: str, trials: int, timeout: 
         data = load_csv(data_path, target=target, task=task, seed=seed)
     n_out = data.n_classes if data.task == "classification" else 1
     name = study_name or f"{Path(data_path).stem}-{depth}x{width}"
+    options = SearchOptions(
+        n_trials=trials, timeout=timeout, epochs=epochs, inits=_tuple(inits),
+        activations=_tuple(activations), task=data.task, storage=storage_url, study_name=name,
+        seed=seed, device=device, n_jobs=jobs,
+    )  # fmt: skip
     run = prepare_search(  # refuses a study made on other data before anything is printed
         mlp_factory(data.n_features, n_out, depth=depth, width=width),
-        (data.X_train, data.y_train), (data.X_val, data.y_val),
-        **search_defaults(
-            n_trials=trials, timeout=timeout, epochs=epochs, inits=_names(inits),
-            activations=_names(activations), task=data.task, storage=storage_url,
-            study_name=name, seed=seed, device=device, n_jobs=jobs, data_info=data.fingerprint,
-        ),
+        (data.X_train, data.y_train), (data.X_val, data.y_val), options,
+        data_info=data.fingerprint,
     )  # fmt: skip
     _note(f"data: {data.describe()}")
     for line in [*data.notes, f"task: {data.task_reason}"]:
@@ -223,23 +228,78 @@ def search(data_path: str, target: str | None, task: str, trials: int, timeout: 
             _note(f"warning: {warning.message}")
     progress = _Progress(trials)
     try:
-        with _quiet_interrupt():
+        with _quiet_interrupt(), _sigterm_as_interrupt():
             run.optimize(callbacks=[progress])
-        progress.finish(run.study)
-        _note(f"confirming the top {top_k} config(s) and PyTorch's default over {seeds} seed(s)...")
-        rec = confirm(run.study, run.objective, seeds=seeds, top_k=top_k)
+            progress.finish(run.study)
+            _note(f"confirming the top {top_k} config(s) and PyTorch's default over "
+                  f"{seeds} seed(s)...")  # fmt: skip
+            rec = confirm_once(run, seeds=seeds, top_k=top_k, wait=not no_wait,
+                               on_wait=_waiting_note())  # fmt: skip
     except NoRecommendation as nothing:  # a result, not an input error: show it, exit 3
         progress.finish()
         _print_result(run.study, nothing.recommendation, storage_url, as_json)
         raise click.exceptions.Exit(NO_RECOMMENDATION) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         progress.finish()
-        _note(f"interrupted: the finished trials are stored in {display_url(storage_url)} "
-              f"(study {name!r}); run the same command again to resume.")  # fmt: skip
-        raise click.exceptions.Exit(130) from None
+        terminated = isinstance(stop, Terminated)
+        if terminated:  # a scheduler stopping the job: what is done so far, then exit 143
+            _print_result(run.study, Recommendation.from_study(run.study), storage_url, as_json)
+        _note(f"{'terminated' if terminated else 'interrupted'}: the finished trials are stored "
+              f"in {display_url(storage_url)} (study {name!r}); run the same command again to "
+              "resume.")  # fmt: skip
+        raise click.exceptions.Exit(143 if terminated else 130) from None
     finally:
         progress.finish()
     _print_result(run.study, rec, storage_url, as_json)
+
+
+def _tuple(names: str | None) -> tuple[str, ...] | None:
+    listed = _names(names)
+    return None if listed is None else tuple(listed)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds exactly as Ctrl+C does."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Handle SIGTERM (systemd, Kubernetes, batch schedulers) like Ctrl+C while searching.
+
+    Optuna then fails the running trial instead of leaving it RUNNING, and the same command
+    resumes. Only the main thread can install signal handlers (CliRunner tests run there too).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _waiting_note() -> Callable[[dict[str, Any]], None]:
+    """A note on stderr, every 30 s, while another process runs the study's confirmation."""
+    import time
+
+    last = [0.0]
+
+    def note(holder: dict[str, Any]) -> None:
+        if time.monotonic() - last[0] >= 30:
+            last[0] = time.monotonic()
+            _note(f"waiting for the confirmation run by {holder.get('host', '?')} (PID "
+                  f"{holder.get('pid', '?')}); Ctrl+C stops waiting, the result will be stored "
+                  "with the study.")  # fmt: skip
+
+    return note
 
 
 NO_RECOMMENDATION = 3  # exit status: the search ran, but no configuration trained on every seed

@@ -188,13 +188,13 @@ class Recommendation:
 
     def apply(self, model: nn.Module, *, seed: int = 0) -> nn.Module:
         """Swap the activations of ``model`` and initialise it with the winning config."""
-        from autoinit.apply import apply as apply_config
+        from autoinit._apply import apply as apply_config
 
         return apply_config(model, self._config(), seed=seed)
 
     def build(self, model_fn: Any, *, seed: int = 0) -> nn.Module:
         """Make a model with ``model_fn`` the way the search did, with the winning config."""
-        from autoinit.apply import build
+        from autoinit._apply import build
 
         return build(model_fn, self._config(), seed=seed)
 

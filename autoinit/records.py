@@ -5,7 +5,7 @@ so a study made on another machine needs nothing else. Keys live here, once.
 
 Per trial (``trial.user_attrs``):
     seed, steps, train_seconds, curve_steps, loss_curve, grad_norm_curve,
-    metric_name ("accuracy" | "r2"), metric, prune_kind, prune_reason, probe.
+    metric_name ("accuracy" | "r2"), metric, prune_kind, prune_reason, probe, host, pid.
 Curves are downsampled to at most :data:`CURVE_POINTS` points; non-finite values are stored as
 ``None`` so that the JSON stays valid for every reader (optuna-dashboard included).
 
@@ -42,6 +42,8 @@ METRIC = "metric"
 PRUNE_KIND = "prune_kind"
 PRUNE_REASON = "prune_reason"
 PROBE = "probe"
+HOST = "host"  # the machine and process that ran the trial (dead workers are found by them)
+PID = "pid"
 
 STUDY_VERSION = "autoinit_version"
 STUDY_MODEL = "model"
@@ -53,6 +55,7 @@ TRIAL_DUPLICATE_OF = "duplicate_of"
 STUDY_SPACE = "space"
 STUDY_DATA_FINGERPRINT = "data_fingerprint"
 STUDY_RECOMMENDATION = "recommendation"
+STUDY_CONFIRMED = "confirmed_for"  # the budget, seeds and top-k the stored confirmation was run for
 
 
 def finite_or_none(value: float) -> float | None:

@@ -13,24 +13,35 @@ run marks failed and queues again, so no finished trial is lost and none is left
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 import os
 import pathlib
+import random
+import socket
+import time
 import warnings
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
 import sqlalchemy
+import torch
 from sqlalchemy.engine import make_url
 
 from autoinit import records
 from autoinit.errors import ConfigError, StorageError
 
+if TYPE_CHECKING:
+    from autoinit._apply import ModelFn
+    from autoinit.train import TrainingData
+
 DEFAULT_STORAGE = "sqlite:///studies/autoinit.db"
 HEARTBEAT_SECONDS = 30
 SQLITE_LOCK_TIMEOUT = 60
 COUNTED_STATES = records.FINISHED_STATES
+T = TypeVar("T")
 
 
 def parse_storage_url(url: str) -> sqlalchemy.engine.URL:
@@ -78,9 +89,9 @@ def open_storage(
             )
         _check_sqlite_path(parsed.database, url)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT}
-    try:
+    def create() -> optuna.storages.RDBStorage:
         with _quiet_experimental():
-            storage = optuna.storages.RDBStorage(
+            return optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_SECONDS,
@@ -89,6 +100,9 @@ def open_storage(
                     max_retry=1
                 ),
             )
+
+    try:
+        storage = retry_race(create)
     except ImportError:
         raise StorageError(
             f"the database driver for {parsed.drivername} is not installed; for PostgreSQL "
@@ -108,6 +122,27 @@ def _quiet_experimental() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
+
+
+RACE_ATTEMPTS = 12
+
+
+def retry_race(create: Callable[[], T], attempts: int = RACE_ATTEMPTS) -> T:
+    """Run ``create`` again, after a short random wait, when another process raced it.
+
+    Workers started at the same moment on a fresh database all create Optuna's tables and the
+    study: one wins, the others hit a unique constraint (SQLite's ``alembic_version``,
+    PostgreSQL's ``pg_type``) or a lock. The second attempt finds the work done.
+    """
+    for attempt in range(attempts):
+        try:
+            return create()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.ProgrammingError):  # fmt: skip
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _sqlite_exists(database: str | None) -> bool:
@@ -141,15 +176,28 @@ def _check_sqlite_path(database: str | None, url: str) -> None:
 
 
 def _tune_sqlite(engine: sqlalchemy.engine.Engine) -> None:
-    """WAL + synchronous=NORMAL on every connection (and drop the ones opened before)."""
+    """WAL, ``synchronous=NORMAL`` and ``BEGIN IMMEDIATE`` on every connection.
 
-    def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    WAL makes commits cheap and keeps readers off writers' backs. ``BEGIN IMMEDIATE`` takes the
+    write lock when a transaction starts, so a transaction that reads then writes (Optuna's pop
+    of a queued trial, a state change) can never fail half-way with "database is locked" because
+    another process wrote in between: it waits its turn (up to the lock timeout) instead. This
+    is SQLAlchemy's documented recipe for pysqlite; it makes several workers on one SQLite file
+    safe, queued trials included (optuna#4002).
+    """
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, not the driver
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    sqlalchemy.event.listen(engine, "connect", set_pragmas)
+    def on_begin(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    sqlalchemy.event.listen(engine, "begin", on_begin)
     engine.dispose()
 
 
@@ -185,6 +233,84 @@ def counted_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
 
 
+def taken_trials(study: optuna.Study) -> int:
+    """Finished trials plus those running now (in any process): what no worker should repeat."""
+    states = (*COUNTED_STATES, optuna.trial.TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+class StopAtBudget:
+    """An Optuna callback: stop this process once the study holds ``n_trials`` taken trials.
+
+    Like Optuna's ``MaxTrialsCallback``, it recounts the study after every trial, so processes
+    started separately on one storage (``--jobs``, several machines, two shells) share one
+    budget. Running trials count as taken, so at most the trials already in flight overshoot it.
+    """
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if taken_trials(study) >= self.n_trials:
+            study.stop()
+
+
+# --- the process that runs a trial -----------------------------------------------------------
+
+
+def this_process() -> dict[str, Any]:
+    """The host and PID recorded on each trial, so a dead worker's trial can be told apart."""
+    return {records.HOST: socket.gethostname(), records.PID: os.getpid()}
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie, exited but not reaped, is dead)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def clear_dead_trials(study: optuna.Study, *, include_self: bool = False) -> list[int]:
+    """Fail, and queue again, the RUNNING trials of processes on this host that no longer exist.
+
+    Optuna's heartbeat does this for every host, but only after its grace period; a worker
+    killed on this machine is known dead at once. With ``include_self``, this process's own
+    RUNNING trials count as dead too (it is starting, so it runs none). Returns their numbers.
+    """
+    host, cleared = socket.gethostname(), []
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        pid = attrs.get(records.PID)
+        if attrs.get(records.HOST) != host or (pid_alive(pid) and not (
+                include_self and pid == os.getpid())):  # fmt: skip
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another process cleared it first
+        retry(study, study._storage.get_trial(trial._trial_id))
+        cleared.append(trial.number)
+    return cleared
+
+
+def rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The study's RDB storage (unwrapped from Optuna's cache), or None for other storages."""
+    storage = study._storage
+    storage = getattr(storage, "_backend", storage)
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
+
+
 def open_study(
     *,
     storage: optuna.storages.BaseStorage,
@@ -200,14 +326,14 @@ def open_study(
     cannot be compared (and a changed categorical space breaks Optuna's samplers), so it is
     refused with the difference named.
     """
-    study = optuna.create_study(
+    study = retry_race(lambda: optuna.create_study(
         storage=storage,
         study_name=study_name,
         sampler=sampler,
         pruner=pruner,
         direction="minimize",
         load_if_exists=True,
-    )
+    ))  # fmt: skip
     stored = study.user_attrs
     for key in (records.STUDY_DATA_FINGERPRINT, records.STUDY_MODEL, records.STUDY_BUDGET,
                 records.STUDY_SPACE):
@@ -219,7 +345,7 @@ def open_study(
             )
     for key, value in metadata.items():
         if key not in stored:
-            study.set_user_attr(key, _jsonable(value))
+            retry_race(lambda: study.set_user_attr(key, _jsonable(value)))  # noqa: B023
     return study
 
 
@@ -254,3 +380,49 @@ def load_study(storage: optuna.storages.BaseStorage, study_name: str | None) -> 
             f"no study named {study_name!r} in this storage; stored studies: {', '.join(names)}."
         )
     return optuna.load_study(study_name=study_name, storage=storage)
+
+
+# --- what a study records about its data and model ------------------------------------------
+
+
+def data_fingerprint(data: TrainingData) -> str:
+    """A short hash of the data's shapes and a strided sample of its values."""
+    digest = hashlib.sha256(data.task.encode())
+    if data.in_memory:
+        for tensor in (*data.train, *data.val):
+            flat = tensor.detach().reshape(-1)
+            stride = max(1, flat.numel() // 100_000)
+            digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+            digest.update(flat[::stride].cpu().numpy().tobytes())
+    else:
+        digest.update(repr((len(data.train_loader.dataset), len(data.val_loader.dataset))).encode())
+        digest.update(type(data.train_loader.dataset).__qualname__.encode())
+    return digest.hexdigest()[:12]
+
+
+def describe_model(model_fn: ModelFn) -> str:
+    """A short, stable description: class, its extra repr, layer counts and parameter count.
+
+    Built with PyTorch's defaults and the RNG state restored; nothing is trained.
+    """
+    from autoinit._apply import build
+    from autoinit.space import PYTORCH_DEFAULT
+
+    with torch.random.fork_rng():
+        model = build(model_fn, PYTORCH_DEFAULT)
+    extra = model.extra_repr()
+    name = type(model).__name__ + (f"({extra})" if extra and len(extra) <= 60 else "")
+    layers = collections.Counter(
+        type(m).__name__ for m in model.modules() if m is not model and not list(m.children())
+    )
+    parts = ", ".join(f"{n} {kind}" for kind, n in layers.items())
+    count = sum(p.numel() for p in model.parameters())
+    return f"{name}: {parts}; {count:,} parameters" if parts else f"{name}; {count:,} parameters"
+
+
+def model_name(model_fn: ModelFn) -> str:
+    """The model's name for a default study name (the function or class behind a partial)."""
+    name = getattr(model_fn, "__name__", None) or type(model_fn).__name__
+    if name == "<lambda>" or name == "partial":
+        name = getattr(getattr(model_fn, "func", None), "__name__", "model")
+    return name.strip("<>") or "model"

@@ -19,7 +19,7 @@ from torch import nn
 
 from autoinit import records
 from autoinit import study as studies
-from autoinit.search import search
+from autoinit._search import search
 from autoinit.space import Config
 
 SEED = 0

@@ -18,7 +18,7 @@ import optuna
 
 from autoinit import study as studies
 from autoinit.activations import DEFAULT_ACTIVATIONS
-from autoinit.apply import build
+from autoinit._apply import build
 from autoinit.initializers import DEFAULT_INITS
 from autoinit.models import mlp_factory
 from autoinit.monitor import Diverged, DivergenceGuard, check_symmetry

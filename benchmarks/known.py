@@ -18,10 +18,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from autoinit.apply import build
+from autoinit._apply import build
 from autoinit.models import mlp_factory
 from autoinit.monitor import Diverged, DivergenceGuard
-from autoinit.search import GUARD_OFF
 from autoinit.space import Config
 from autoinit.train import Budget, prepare_data
 from autoinit.train import run as train
@@ -120,7 +119,7 @@ def _accuracy(model, data, budget: Budget, seed: int) -> float:
     Even with the guard off, ``train.run`` stops at a non-finite loss: such a run keeps its last
     accuracy, or counts as chance if it had none.
     """
-    guard = DivergenceGuard(**{**GUARD_OFF, "max_loss": math.inf})  # bounds at infinity
+    guard = DivergenceGuard.from_option(False)  # only non-finite values stop a run
     try:
         return train(model, data, budget, seed=seed, guard=guard).metric
     except Diverged as stopped:

@@ -24,10 +24,10 @@ from typing import Any
 import optuna
 from torch import nn
 
-from autoinit.apply import build
+from autoinit._apply import build
 from autoinit.initializers import DEFAULT_INITS
 from autoinit.models import mlp_factory
-from autoinit.monitor import DivergenceGuard
+from autoinit.monitor import DivergenceGuard, Stop
 from autoinit.space import Config
 from autoinit.train import Budget, TrainingData, prepare_data
 from autoinit.train import run as train
@@ -94,9 +94,10 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
 class _Unchecked(DivergenceGuard):
     """A guard that records nothing and checks nothing."""
 
-    def check(self, loss, named_parameters) -> None:
+    def observe(self, loss: object, named_parameters: object) -> Stop | None:
         self.losses.append(0.0)
         self.grad_norms.append(0.0)
+        return None
 
 
 def guard_cost(model: nn.Module, data: TrainingData, epochs: int, repeats: int) -> float:

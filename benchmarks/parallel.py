@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 
 from autoinit.models import mlp_factory
-from autoinit.search import search
+from autoinit._search import search
 from autoinit.space import baselines
 from benchmarks.common import SEED, blobs, in_fresh_process, sqlite_url, target, timed
 
@@ -76,4 +76,4 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
 
 
 def _start_worker() -> None:
-    import autoinit.search  # noqa: F401 - what a worker process imports before its first trial
+    import autoinit._search  # noqa: F401 - what a worker process imports before its first trial

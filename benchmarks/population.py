@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoinit.apply import build
+from autoinit._apply import build
 from autoinit.models import mlp_factory
 from autoinit.population import train_population
 from autoinit.space import Config

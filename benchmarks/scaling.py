@@ -92,7 +92,7 @@ def epoch(rows: int, depth: int) -> dict[str, Any]:
     """In a fresh process: one training epoch's time and the peak memory of data + training."""
     import torch
 
-    from autoinit.apply import build
+    from autoinit._apply import build
     from autoinit.models import mlp_factory
     from autoinit.space import Config
     from autoinit.train import Budget, RunResult, prepare_data

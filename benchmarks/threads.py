@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from autoinit.apply import build
+from autoinit._apply import build
 from autoinit.models import mlp_factory
 from autoinit.space import Config
 from autoinit.train import Budget, prepare_data

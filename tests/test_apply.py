@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoinit import PYTORCH_DEFAULT, Config, apply, build
-from autoinit.apply import takes_activation
+from autoinit._apply import takes_activation
 from autoinit.initializers import fans
 from autoinit.models import MLP
 

@@ -250,7 +250,7 @@ def test_interrupted_confirmation_shows_the_search_and_resumes(
     cwd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl+C during the confirmation: every view shows the unconfirmed search; a rerun confirms."""
-    confirming = importlib.import_module("autoinit.recommend")
+    confirming = importlib.import_module("autoinit._recommend")
 
     storage = f"sqlite:///{cwd / 'c.db'}"
     args = ["search", "--data", _csv(cwd / "blobs.csv"), "--storage", storage, "--depth", "4",
@@ -274,7 +274,7 @@ def test_interrupted_confirmation_shows_the_search_and_resumes(
 def test_an_internal_error_is_one_line_logged_and_the_command_resumes(
     cwd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    confirming = importlib.import_module("autoinit.recommend")
+    confirming = importlib.import_module("autoinit._recommend")
 
     storage = f"sqlite:///{cwd / 'bug.db'}"
     args = ["search", "--data", _csv(cwd / "blobs.csv"), "--storage", storage, "--depth", "2",

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from autoinit import Config, Recommendation, recommend, search
 from autoinit.errors import ConfigError
-from autoinit.recommend import Ranked
+from autoinit._recommend import Ranked
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from autoinit import PYTORCH_DEFAULT, Config, suggest
+from autoinit import PYTORCH_DEFAULT, Config
+from autoinit.space import suggest
 from autoinit.activations import DEFAULT_ACTIVATIONS
 from autoinit.errors import ConfigError
 from autoinit.initializers import DEFAULT_INITS

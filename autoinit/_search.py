@@ -1,0 +1,305 @@
+"""``search()``: the one core path that the CLI, the Python API and the benchmarks all take.
+
+:func:`prepare_search` checks every option and opens (or resumes) the study, training nothing;
+:meth:`SearchRun.optimize` runs the trials, here or in worker processes (:mod:`autoinit.workers`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import optuna
+import torch
+
+from autoinit import __version__, records
+from autoinit import study as studies
+from autoinit._apply import ModelFn, build
+from autoinit.monitor import DivergenceGuard, Rule, symmetry_stop
+from autoinit.options import GuardOption, SearchOptions
+from autoinit.space import Config, baselines, resolve_space, suggest
+from autoinit.train import Budget, DataLike, RunResult, TrainingData, fit, prepare_data
+from autoinit.workers import (
+    check_workers_possible,
+    optimize_here,
+    optimize_in_workers,
+    resolve_device,
+    torch_threads,
+)
+
+
+@dataclasses.dataclass
+class Objective:
+    """One trial: suggest a config, build and initialise the model, train it under the guard.
+
+    Picklable (for worker processes) when ``model_fn`` and the data are.
+    """
+
+    model_fn: ModelFn
+    data: TrainingData
+    budget: Budget
+    inits: tuple[str, ...]
+    activations: tuple[str, ...]
+    seed: int
+    # DivergenceGuard options (a dict) or rules (a list); None turns the guard off
+    guard: Mapping[str, Any] | Sequence[Rule] | None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        _set_user_attrs(trial, studies.this_process())  # first: a dead worker's trial is known
+        config = suggest(trial, self.inits, self.activations)
+        duplicate = _finished_twin(trial)
+        if duplicate is not None:
+            return _repeat(trial, duplicate)
+        trial.set_user_attr(records.SEED, self.seed)
+        result = self.attempt(config, self.seed, guard=self.guard, trial=trial)
+        _set_user_attrs(trial, result.telemetry())  # a stopped run's too, with its reason
+        result.raise_if_stopped()
+        return result.value
+
+    def train(
+        self,
+        config: Config,
+        seed: int,
+        *,
+        guard: Mapping[str, Any] | Sequence[Rule] | None,
+        trial: optuna.Trial | None = None,
+    ) -> RunResult:
+        """:meth:`attempt`, raising ``optuna.TrialPruned`` (``Diverged`` for the guard) when
+        the run is stopped."""
+        result = self.attempt(config, seed, guard=guard, trial=trial)
+        result.raise_if_stopped()
+        return result
+
+    def attempt(
+        self,
+        config: Config,
+        seed: int,
+        *,
+        guard: Mapping[str, Any] | Sequence[Rule] | None,
+        trial: optuna.Trial | None = None,
+    ) -> RunResult:
+        """Build ``config``'s model and train it once; a stopped run returns its partial result.
+
+        ``guard=None`` turns the guard off: no symmetry check, and only non-finite losses stop.
+        """
+        model = build(self.model_fn, config, seed=seed).to(self.data.device)
+        if guard is not None:
+            stop = symmetry_stop(model)
+            if stop is not None:
+                return RunResult.unstarted(self.data.metric_name, stop)
+        monitor = DivergenceGuard.from_option(False if guard is None else guard)
+        return fit(model, self.data, self.budget, seed=seed, guard=monitor, trial=trial)
+
+
+def _set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Write the trial's telemetry, once, at its end (never inside the training loop)."""
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _finished_twin(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """An earlier trial with the same params whose result is deterministic to reuse.
+
+    Every search trial trains with the study's seed, so the same config gives the same result:
+    a complete twin's value, or a divergence twin's reason, is reused instead of retrained.
+    Twins pruned by the median rule are retrained, since that verdict depends on the others.
+    """
+    for other in trial.study.get_trials(deepcopy=False, states=studies.COUNTED_STATES):
+        if other.params == trial.params and other.number != trial.number:
+            if records.prune_kind(other) == "pruner":  # Optuna stores its last value: ignore
+                continue
+            return other
+    return None
+
+
+def _repeat(trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> float:
+    trial.set_user_attr(records.TRIAL_DUPLICATE_OF, twin.number)
+    for key in (records.SEED, records.STEPS, records.METRIC_NAME, records.METRIC):
+        if key in twin.user_attrs:
+            trial.set_user_attr(key, twin.user_attrs[key])
+    if twin.state == optuna.trial.TrialState.PRUNED:
+        kind = twin.user_attrs.get(records.PRUNE_KIND, "pruner")
+        reason = f"same config as trial {twin.number}: {twin.user_attrs.get(records.PRUNE_REASON)}"
+        trial.set_user_attr(records.PRUNE_KIND, kind)
+        trial.set_user_attr(records.PRUNE_REASON, reason)
+        raise optuna.TrialPruned(reason)
+    return twin.value
+
+
+def search(
+    model_fn: ModelFn,
+    train_loader: DataLike,
+    val_loader: DataLike | None = None,
+    *,
+    n_trials: int = 50,
+    timeout: float | None = None,
+    epochs: int | None = 10,
+    max_steps: int | None = None,
+    trial_time_limit: float | None = None,
+    batch_size: int | None = None,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    inits: Sequence[str] | None = None,
+    activations: Sequence[str] | None = None,
+    loss_fn: Callable | None = None,
+    task: str | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    guard: GuardOption = True,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    n_jobs: int = 1,
+    threads: int | None = None,
+    val_fraction: float = 0.2,
+    callbacks: Sequence[Callable] = (),
+) -> optuna.Study:
+    """Search initializers x activations for ``model_fn`` on the data; return the Optuna study.
+
+    Args:
+        model_fn: makes a fresh model: a class, function or lambda. If it has an ``activation``
+            argument it receives the activation as a zero-argument factory (like ``nn.ReLU``);
+            otherwise the model's activation modules are swapped.
+        train_loader: a DataLoader, a TensorDataset or an ``(inputs, targets)`` tuple.
+        val_loader: the same kinds; default: ``val_fraction`` split off the training data.
+        n_trials: the study's total of finished trials, shared by every process on the
+            storage; a rerun resumes up to it.
+        timeout: this process stops starting trials after this many seconds.
+        epochs, max_steps, trial_time_limit: each trial's budget (the first reached stops it).
+        batch_size, optimizer, lr: how each trial trains (``"adam"``, ``"adamw"`` or ``"sgd"``).
+        inits, activations: narrow the space (names or aliases; default: everything).
+        loss_fn, task: default from the targets: integers mean classification with
+            cross-entropy, floats mean regression with MSE.
+        storage: an Optuna storage or URL; default ``sqlite:///studies/autoinit.db``.
+        study_name: default: derived from the model and a hash of the data.
+        sampler, pruner: default: seeded multivariate TPE; the median rule after a warm-up.
+        guard: True for the divergence guard's default rules; a dict of
+            :class:`DivergenceGuard` options; or a list of rules. False keeps only
+            :class:`~autoinit.monitor.NonFinite` (and skips the symmetry check).
+        seed: seeds the sampler and every trial (all search trials share it, so they differ
+            only by their config).
+        device: "auto" (CUDA if present), "cpu" or "cuda"; the data moves there once.
+        n_jobs: worker processes on one storage (each with ``threads`` torch threads).
+        threads: torch threads per worker; default 1 on the CPU.
+        val_fraction: the share split off for validation when no ``val_loader`` is given.
+        callbacks: Optuna callbacks, called in this process after each of its trials.
+
+    Returns:
+        The ``optuna.Study``, stored in ``storage``.
+    """
+    options = SearchOptions(
+        n_trials=n_trials, timeout=timeout, epochs=epochs, max_steps=max_steps,
+        trial_time_limit=trial_time_limit, batch_size=batch_size, optimizer=optimizer, lr=lr,
+        inits=tuple(inits) if inits is not None else None,
+        activations=tuple(activations) if activations is not None else None,
+        loss_fn=loss_fn, task=task, storage=storage, study_name=study_name, sampler=sampler,
+        pruner=pruner, guard=guard, seed=seed, device=device, n_jobs=n_jobs, threads=threads,
+        val_fraction=val_fraction, callbacks=tuple(callbacks),
+    )  # fmt: skip
+    return prepare_search(model_fn, train_loader, val_loader, options).optimize().study
+
+
+@dataclasses.dataclass
+class SearchRun:
+    """A search made ready (study opened or resumed, baselines queued) or run.
+
+    The objective is kept so that the confirmation can retrain with it.
+    """
+
+    study: optuna.Study
+    objective: Objective
+    options: SearchOptions
+    device: torch.device
+
+    def optimize(self, callbacks: Sequence[Callable] = ()) -> SearchRun:
+        """Run trials until the study holds ``n_trials`` finished ones (or the timeout)."""
+        o = self.options
+        every = [*o.callbacks, *callbacks]
+        with torch_threads(o.threads, self.device):
+            if o.n_jobs == 1:
+                optimize_here(self.study, self.objective, o.n_trials, o.timeout, every)
+            else:
+                optimize_in_workers(self.study, self.objective, o, every)
+        _save_for_dashboard(self.study)
+        return self
+
+
+def _save_for_dashboard(study: optuna.Study) -> None:
+    """Put the summary note and the heatmap where optuna-dashboard shows them (if installed)."""
+    from autoinit.dashboard import save_to_dashboard
+
+    save_to_dashboard(study)
+
+
+def prepare_search(
+    model_fn: ModelFn,
+    train_loader: DataLike,
+    val_loader: DataLike | None,
+    options: SearchOptions,
+    *,
+    data_info: Mapping[str, Any] | None = None,
+) -> SearchRun:
+    """Check everything, open (or resume) the study and queue the baselines; train nothing.
+
+    Every user error surfaces here, before any trial runs: bad options, bad data, a study
+    made on other data. ``data_info`` describes the data for the study (the CLI's file name
+    and hash, which then is the data's fingerprint).
+    """
+    o = options
+    device = resolve_device(o.device)
+    budget = Budget(o.epochs, o.max_steps, o.trial_time_limit, o.batch_size, o.optimizer, o.lr)
+    inits, activations = resolve_space(o.inits, o.activations)
+    data = prepare_data(
+        train_loader, val_loader, task=o.task, loss_fn=o.loss_fn, batch_size=o.batch_size,
+        val_fraction=o.val_fraction, seed=o.seed, device=device,
+    )  # fmt: skip
+    guard = None if o.guard is False else ({} if o.guard is True else o.guard)
+    DivergenceGuard.from_option(o.guard)  # check the options or rules now, not in a trial
+    if o.n_jobs > 1:
+        check_workers_possible(o, model_fn, data)
+    fingerprint = studies.data_fingerprint(data)
+    if data_info and "sha256" in data_info:
+        fingerprint = str(data_info["sha256"])[:12]
+    metadata = {
+        records.STUDY_VERSION: __version__,
+        records.STUDY_MODEL: studies.describe_model(model_fn),
+        records.STUDY_DATA: dict(data_info or {"description": data.describe()}),
+        records.STUDY_DATA_FINGERPRINT: fingerprint,
+        records.STUDY_BUDGET: {**budget.to_dict(), "batch_size": data.batch_size, "seed": o.seed},
+        records.STUDY_SPACE: {"inits": inits, "activations": activations},
+        records.STUDY_TASK: data.task,
+        records.STUDY_METRIC_NAME: records.metric_for(data.task),
+    }
+    study = studies.open_study(
+        storage=studies.open_storage(o.storage),
+        study_name=o.study_name or f"{studies.model_name(model_fn)}-{fingerprint}",
+        sampler=o.sampler or studies.default_sampler(o.seed),
+        pruner=o.pruner or studies.default_pruner(_planned_steps(budget, data)),
+        metadata=metadata,
+    )
+    if o.sampler is None and study.trials:  # a resumed study: don't replay the first run's draws
+        study.sampler = studies.default_sampler(o.seed + len(study.trials))
+    studies.clear_dead_trials(study, include_self=True)  # a killed run's trial, at once
+    queue_baselines(study, baselines(inits, activations))
+    objective = Objective(model_fn, data, budget, inits, activations, o.seed, guard)
+    return SearchRun(study, objective, o, device)
+
+
+def queue_baselines(study: optuna.Study, configs: Sequence[Config]) -> None:
+    """Queue the baselines once per study, however many processes start at the same moment."""
+    from autoinit import claims
+
+    if not claims.try_claim(study, "baselines"):
+        return
+    for config in configs:
+        params = {k: v for k, v in config.to_dict().items() if v is not None}
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
+def _planned_steps(budget: Budget, data: TrainingData) -> int | None:
+    steps = [s for s in (budget.max_steps,) if s]
+    if budget.epochs:
+        steps.append(budget.epochs * data.steps_per_epoch)
+    return min(steps) if steps else None

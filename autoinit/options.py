@@ -1,0 +1,75 @@
+"""Every option of a search as one frozen value, checked in one place.
+
+``search()`` and ``recommend()`` spell their keyword arguments out (so IDEs and ``help()`` show
+them) and turn them into a :class:`SearchOptions` at once; the CLI builds one directly. After
+that the options travel as this value, never as ``**kwargs``, so a typo fails at construction
+and a worker process receives exactly what the parent checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import optuna
+import torch
+
+from autoinit.errors import ConfigError
+from autoinit.monitor import GuardOption
+
+MAX_SEED = 2**31 - 1 - 1000 * 64  # workers offset the sampler's seed by 1000 each
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer but got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchOptions:
+    """The options of :func:`autoinit.search` (see its docstring for each one's meaning).
+
+    The per-trial budget (``epochs``, ``max_steps``, ``trial_time_limit``, ``batch_size``,
+    ``optimizer``, ``lr``) is checked by :class:`autoinit.train.Budget` and the search space by
+    :func:`autoinit.space.resolve_space`, both when the search is prepared.
+    """
+
+    n_trials: int = 50
+    timeout: float | None = None
+    epochs: int | None = 10
+    max_steps: int | None = None
+    trial_time_limit: float | None = None
+    batch_size: int | None = None
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    inits: tuple[str, ...] | None = None
+    activations: tuple[str, ...] | None = None
+    loss_fn: Callable | None = None
+    task: str | None = None
+    storage: str | optuna.storages.BaseStorage | None = None
+    study_name: str | None = None
+    sampler: optuna.samplers.BaseSampler | None = None
+    pruner: optuna.pruners.BasePruner | None = None
+    guard: GuardOption = True
+    seed: int = 0
+    device: str | torch.device = "auto"
+    n_jobs: int = 1
+    threads: int | None = None
+    val_fraction: float = 0.2
+    callbacks: tuple[Callable, ...] = ()
+
+    def __post_init__(self) -> None:
+        _positive_int("n_trials", self.n_trials)
+        _positive_int("n_jobs", self.n_jobs)
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}] but got {self.seed!r}.")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"timeout must be positive seconds but got {self.timeout!r}.")
+        for name in ("inits", "activations", "callbacks"):  # lists become tuples: frozen, hashable
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                if isinstance(value, str):
+                    raise ConfigError(f"{name} must be a list of names but got the string {value!r}.")
+                object.__setattr__(self, name, tuple(value))
