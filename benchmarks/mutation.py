@@ -30,9 +30,13 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from collections import Counter
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,11 +80,15 @@ MODULES: dict[str, Target] = {
         sources=(("autoinit/monitor/_*.py", "autoinit/monitor.py"),),
         tests=("tests/test_monitor.py", "tests/test_train.py"),
     ),
-    "search": Target(
-        sources=(("autoinit/_search.py", "autoinit/search.py"),),
-        tests=("tests/test_search.py", "tests/test_core_bugs.py", "tests/test_workers.py"),
+    "search": Target(  # duplicates, the budget, worker processes, threads
+        sources=(
+            ("autoinit/_search.py", "autoinit/search.py"),
+            ("autoinit/_workers.py", "autoinit/workers.py"),
+        ),
+        tests=("tests/test_search.py", "tests/test_core_bugs.py", "tests/test_workers.py",
+               "tests/test_study.py"),
     ),
-    "recommend": Target(
+    "recommend": Target(  # ranking, confirmation
         sources=(("autoinit/_recommend.py", "autoinit/recommend.py"),),
         tests=("tests/test_recommend.py", "tests/test_core_bugs.py"),
     ),
@@ -291,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         statuses = results(scratch, files)
         if code != 0 or not statuses:
             failed = True
-            print(f"    mutmut failed (exit {code}); see {args.workdir / f'{name}.log'}", flush=True)
+            log = args.workdir / f"{name}.log"
+            print(f"    mutmut failed (exit {code}); see {log}", flush=True)
             continue
         counts = Counter(statuses.values())
         killed = counts["killed"] + counts["caught by type check"]
