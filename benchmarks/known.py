@@ -20,10 +20,9 @@ from typing import Any
 
 from autoinit._apply import build
 from autoinit.models import mlp_factory
-from autoinit.monitor import Diverged, DivergenceGuard
+from autoinit.monitor import DivergenceGuard
 from autoinit.space import Config
-from autoinit.train import Budget, prepare_data
-from autoinit.train import run as train
+from autoinit.train import Budget, fit, prepare_data
 from benchmarks.common import SEED, digits, plain_train, target
 
 SEEDS = (0, 1, 2)
@@ -119,11 +118,10 @@ def _accuracy(model, data, budget: Budget, seed: int) -> float:
     Even with the guard off, ``train.run`` stops at a non-finite loss: such a run keeps its last
     accuracy, or counts as chance if it had none.
     """
-    guard = DivergenceGuard.from_option(False)  # only non-finite values stop a run
-    try:
-        return train(model, data, budget, seed=seed, guard=guard).metric
-    except Diverged as stopped:
-        return stopped.partial.metric if math.isfinite(stopped.partial.metric) else CHANCE
+    result = fit(model, data, budget, seed=seed, guard=DivergenceGuard.from_option(False))
+    if result.stop is None or math.isfinite(result.metric):
+        return result.metric
+    return CHANCE
 
 
 def _ordered(means: dict[str, float], configs: list[Config]) -> bool:

@@ -61,6 +61,12 @@ FIELDS = {
         "seconds_1_threads_busy": NUMBER, "seconds_2_threads_busy": NUMBER,
         "slowdown_2_threads_idle": NUMBER, "slowdown_2_threads_busy": NUMBER,
     },
+    "population": {
+        **{f"speedup_{m}_{k}": NUMBER for m in ("mlp", "cnn", "gru") for k in (4, 12, 32)},
+        "timings": list, "steps": NUMBER, "drop_seconds_32_half_stopped": NUMBER,
+        "drop_seconds_16": NUMBER, "drop_seconds_32": NUMBER, "drop_overhead": NUMBER,
+        "drop_masking_would_cost": NUMBER,
+    },
 }  # fmt: skip
 NESTED = {  # figures made of numbers: every leaf must be a number
     ("overhead", "storage"): ("autoinit_ms_per_trial", "plain_rdb_ms_per_trial", "speedup"),
