@@ -47,6 +47,8 @@ class Target:
 
     sources: tuple[tuple[str, ...], ...]  # each entry: alternative spellings (private or not)
     tests: tuple[str, ...]
+    # Tests that cannot pass under mutmut's trampolines (each with its reason, see MODULES).
+    deselect: tuple[str, ...] = ()
 
     def files(self, root: Path = ROOT) -> list[str]:
         found: list[str] = []
@@ -74,7 +76,9 @@ MODULES: dict[str, Target] = {
     ),
     "apply": Target(
         sources=(("autoinit/_apply.py", "autoinit/apply.py"),),
-        tests=("tests/test_apply.py",),
+        tests=("tests/test_apply.py", "tests/test_core_bugs.py"),
+        # It checks a warning's stacklevel; the trampoline adds frames between test and apply.
+        deselect=("tests/test_apply.py::test_functional_activations_warn_once_per_class",),
     ),
     "monitor": Target(
         sources=(("autoinit/monitor/_*.py", "autoinit/monitor.py"),),
@@ -145,6 +149,10 @@ def mutmut_table(target: Target) -> str:
         "source_paths": ["autoinit"],
         "only_mutate": target.files(),
         "pytest_add_cli_args_test_selection": target.test_files(),
+        "pytest_add_cli_args": [
+            *base.get("pytest_add_cli_args", []),
+            *(arg for test in target.deselect for arg in ("--deselect", test)),
+        ],
     }
     lines = ["[tool.mutmut]"]
     for key, value in table.items():

@@ -6,6 +6,8 @@ the torch thread count around a search. Real searches on real (SQLite) studies; 
 
 import importlib
 import math
+import uuid
+import warnings
 
 import optuna
 import pytest
@@ -13,7 +15,18 @@ import torch
 from study_factory import complete, make_study, pruned
 from torch import nn
 
-from autoinit import Config, recommend, records, search
+from autoinit import (
+    Config,
+    ConfigError,
+    apply,
+    build,
+    get_initializer,
+    list_initializers,
+    recommend,
+    records,
+    register_initializer,
+    search,
+)
 from autoinit.models import MLP, mlp_factory
 
 FAST = {"epochs": 2, "seed": 0}
@@ -158,3 +171,118 @@ def test_the_thread_count_is_restored_after_a_search(blobs, small_mlp, storage_u
         assert torch.get_num_threads() == start
     finally:
         torch.set_num_threads(before)
+
+
+# Survivors of mutation testing (python -m benchmarks.mutation): apply and build
+
+
+def _weights(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y.to(x.dtype)) for x, y in zip(_weights(a), _weights(b)))
+
+
+def test_apply_and_build_default_to_seed_0():
+    config = Config("xavier_uniform", "tanh")
+    net = lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))  # noqa: E731
+    assert _same(apply(net(), config), apply(net(), config, seed=0))
+    assert not _same(apply(net(), config), apply(net(), config, seed=1))
+    assert _same(build(net, config), build(net, config, seed=0))
+
+
+def test_build_seeds_the_weights_of_a_model_fn_without_activation():
+    config = Config("xavier_uniform", "tanh")
+    net = lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))  # noqa: E731
+    assert _same(build(net, config, seed=5), build(net, config, seed=5))
+    assert not _same(build(net, config, seed=5), build(net, config, seed=6))
+
+
+def test_build_leaves_fixed_activations_of_a_model_fn_that_takes_one():
+    # The model was built with the searched activation; its fixed output Tanh is no hidden unit.
+    def model_fn(activation):
+        return nn.Sequential(nn.Linear(4, 8), activation(), nn.Linear(8, 2), nn.Tanh())
+
+    model = build(model_fn, Config("xavier_uniform", "relu"))
+    assert [type(m) for m in model] == [nn.Linear, nn.ReLU, nn.Linear, nn.Tanh]
+
+
+def test_weights_are_drawn_in_float32_whatever_the_default_dtype():
+    config = Config("kaiming_normal", "relu")
+    net = lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))  # noqa: E731
+    expected = apply(net(), config, seed=3)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        wide = apply(net(), config, seed=3)
+    finally:
+        torch.set_default_dtype(before)
+    assert next(wide.parameters()).dtype == torch.float64
+    assert _same(expected, wide)  # the same draws, only widened
+
+
+def test_a_model_without_activation_modules_is_warned_about_once_per_class():
+    class First(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return torch.relu(self.layer(x))
+
+    class Second(First):
+        pass
+
+    config = Config("xavier_uniform", "tanh")
+    for cls in (First, Second):
+        with pytest.warns(UserWarning, match=rf"^{cls.__name__} has no activation module"):
+            apply(cls(), config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            apply(cls(), config)  # the same class again: no second warning
+
+
+# Survivors of mutation testing: the initializers
+
+
+def test_an_unknown_initializer_is_named_as_one():
+    with pytest.raises(ConfigError, match=r"^unknown initializer 'xavier_unifrom'\. Did you mean "
+                                          r"'xavier_uniform'\?"):  # fmt: skip
+        get_initializer("xavier_unifrom")
+
+
+def test_a_registered_initializer_keeps_its_aliases():
+    name = f"halfnormal_{uuid.uuid4().hex[:8]}"
+
+    @register_initializer(name, aliases=(f"{name}_alias",))
+    def fn(tensor, *, gain, generator):
+        """W ~ N(0, 0.25)"""
+        return tensor.normal_(0.0, 0.5, generator=generator)
+
+    init = get_initializer(f"{name}_alias")
+    assert init.name == name and init.aliases == (f"{name}_alias",)
+    assert init.formula == "W ~ N(0, 0.25)"
+
+
+def test_a_registered_initializer_without_a_docstring_has_an_empty_formula():
+    name = f"nodoc_{uuid.uuid4().hex[:8]}"
+
+    @register_initializer(name)
+    def fn(tensor, *, gain, generator):
+        return tensor.normal_(0.0, 0.5, generator=generator)
+
+    assert get_initializer(name).formula == ""  # `autoinit list` prints it
+
+
+@pytest.mark.parametrize("name", list_initializers())
+def test_every_initializer_draws_from_the_generator_only(name):
+    init = get_initializer(name)
+    state = torch.random.get_rng_state()
+    draws = []
+    for _ in range(2):
+        tensor = torch.full((16, 8), 7.0)
+        init(tensor, gain=1.0, generator=torch.Generator().manual_seed(11))
+        draws.append(tensor)
+    assert torch.equal(draws[0], draws[1])  # the same seed, the same weights
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
