@@ -23,6 +23,7 @@ from autoinit.errors import AutoinitError, ConfigError, NoRecommendation
 from autoinit.options import GuardOption, SearchOptions
 from autoinit.recommendation import Ranked, Recommendation, all_diverged_reason, no_trial_reason
 from autoinit.space import PYTORCH_DEFAULT, Config
+from autoinit.study import this_process
 from autoinit.train import DataLike
 from autoinit.workers import torch_threads
 
@@ -127,7 +128,7 @@ def confirm_once(
     """
     study, key = run.study, f"confirm:{run.options.n_trials}:{seeds}:{top_k}"
     while True:
-        if study.user_attrs.get(records.STUDY_CONFIRMED) == key:
+        if (study.user_attrs.get(records.STUDY_CONFIRMED) or {}).get("key") == key:
             return _stored_outcome(study)
         if claims.try_claim(study, key):
             outcome: Recommendation | NoRecommendation
@@ -137,7 +138,7 @@ def confirm_once(
                                       threads=run.options.threads)  # fmt: skip
                 except NoRecommendation as nothing:
                     outcome = nothing
-                study.set_user_attr(records.STUDY_CONFIRMED, key)
+                study.set_user_attr(records.STUDY_CONFIRMED, {"key": key, **this_process()})
             if isinstance(outcome, NoRecommendation):
                 raise outcome
             return outcome

@@ -235,6 +235,7 @@ def search(data_path: str, target: str | None, task: str, trials: int, timeout: 
                   f"{seeds} seed(s)...")  # fmt: skip
             rec = confirm_once(run, seeds=seeds, top_k=top_k, wait=not no_wait,
                                on_wait=_waiting_note())  # fmt: skip
+        _note_confirmer(run.study)
     except NoRecommendation as nothing:  # a result, not an input error: show it, exit 3
         progress.finish()
         _print_result(run.study, nothing.recommendation, storage_url, as_json)
@@ -284,6 +285,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def _note_confirmer(study: optuna.Study) -> None:
+    """Say so when another process (another worker, another machine) ran the confirmation."""
+    import os
+    import socket
+
+    who = study.user_attrs.get(records.STUDY_CONFIRMED) or {}
+    if who and (who.get("pid"), who.get("host")) != (os.getpid(), socket.gethostname()):
+        _note(f"the confirmation was run by {who.get('host')} (PID {who.get('pid')}); "
+              "its stored result:")  # fmt: skip
 
 
 def _waiting_note() -> Callable[[dict[str, Any]], None]:

@@ -55,7 +55,8 @@ TRIAL_DUPLICATE_OF = "duplicate_of"
 STUDY_SPACE = "space"
 STUDY_DATA_FINGERPRINT = "data_fingerprint"
 STUDY_RECOMMENDATION = "recommendation"
-STUDY_CONFIRMED = "confirmed_for"  # the budget, seeds and top-k the stored confirmation was run for
+# {"key": budget, seeds and top-k the stored confirmation was run for, "host", "pid": who ran it}
+STUDY_CONFIRMED = "confirmed"
 
 
 def finite_or_none(value: float) -> float | None:
