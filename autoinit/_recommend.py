@@ -9,6 +9,7 @@ study, so ``Recommendation.from_study`` and the report need nothing else.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,8 +49,16 @@ def confirm(
     seeds: int = 3,
     top_k: int = 3,
     threads: int | None = None,
+    race: bool = True,
 ) -> Recommendation:
-    """Re-train the top-k configs and the PyTorch default over ``seeds`` seeds; store the result.
+    """Race the top-k configs and PyTorch's default over up to ``seeds`` fresh seeds; store it.
+
+    Every config still in the race trains once per seed, seed after seed. After each seed a
+    config leaves the race when it diverged (a diverged seed is a loss: it can never win), or,
+    from the second seed on, when its paired gap to the leader is clearly beyond the spread (see
+    :func:`_clearly_worse`). The race ends when only the leader is left or the seeds run out;
+    each config's stored evidence lists exactly the seeds it got. ``race=False`` trains every
+    config on every seed (the confirmation of autoinit 0.1).
 
     Raises:
         NoRecommendation: no search trial completed, or every confirmed config diverged on
@@ -65,11 +74,12 @@ def confirm(
         raise NoRecommendation(rec, f"study {study.study_name!r} has no completed trial: {reason}")
     default = _default_for(objective)
     seed_list = tuple(objective.seed + CONFIRM_SEED_OFFSET + i for i in range(seeds))
+    configs = list(dict.fromkeys([*candidates, default]))
     with torch_threads(threads, objective.data.device):
-        ranked = [_retrain(objective, c, seed_list) for c in dict.fromkeys([*candidates, default])]
-    ranking = tuple(sorted(ranked, key=lambda r: r.mean))
+        ranked = _race(objective, configs, seed_list, race=race)
+    ranking = _rank(ranked)
     default_result = next(r for r in ranked if r.config == default)
-    found = math.isfinite(ranking[0].mean)
+    found = math.isfinite(ranking[0].mean) and ranking[0].dropped is None
     rec = Recommendation(
         ranking[0].config if found else None, ranking, default_result, seed_list, metric_name,
         study.study_name, reason=None if found else all_diverged_reason(ranking),
@@ -83,6 +93,74 @@ def confirm(
     return rec
 
 
+CONFIDENCE = 0.95  # one-sided level of the paired t-test that drops a config from the race
+
+
+def _race(
+    objective: Objective, configs: list[Config], seeds: Sequence[int], *, race: bool
+) -> list[Ranked]:
+    runs: dict[Config, list[tuple[float, float | None, str | None]]] = {c: [] for c in configs}
+    dropped: dict[Config, str] = {}
+    for index, seed in enumerate(seeds):
+        alive = [c for c in configs if c not in dropped]
+        if not alive or (race and len(alive) == 1 and index > 0):
+            break  # the winner is separated (or nobody is left)
+        for config in alive:
+            runs[config].append(_train_once(objective, config, seed))
+        if race:
+            dropped.update(_losers(alive, {c: [v for v, _, _ in runs[c]] for c in alive}))
+    return [
+        Ranked(c, tuple(v for v, _, _ in runs[c]), tuple(m for _, m, _ in runs[c]),
+               tuple(s for _, _, s in runs[c]), tuple(seeds[: len(runs[c])]), dropped.get(c))
+        for c in configs
+    ]  # fmt: skip
+
+
+def _losers(alive: list[Config], values: dict[Config, list[float]]) -> dict[Config, str]:
+    """The configs that leave the race after this seed, with why."""
+    out = {c: f"dropped after seed {len(values[c])}: it diverged" for c in alive
+           if not all(math.isfinite(v) for v in values[c])}  # fmt: skip
+    finite = [c for c in alive if c not in out]
+    if not finite:
+        return out
+    leader = min(finite, key=lambda c: statistics.fmean(values[c]))
+    for config in finite:
+        worse = None if config == leader else _clearly_worse(values[config], values[leader])
+        if worse is not None:
+            out[config] = f"dropped after seed {len(values[config])}: {worse}"
+    return out
+
+
+def _clearly_worse(values: list[float], leader: list[float]) -> str | None:
+    """Whether a config's losses are clearly above the leader's on the same seeds, and by what.
+
+    A one-sided paired t-test at :data:`CONFIDENCE` on the per-seed differences (it needs two
+    seeds): the mean gap must exceed t(n-1) of its standard errors. Equal gaps on every seed
+    (zero spread) count when positive.
+    """
+    gaps = [v - lead for v, lead in zip(values, leader)]
+    n = len(gaps)
+    if n < 2:
+        return None
+    mean, spread = statistics.fmean(gaps), statistics.stdev(gaps)
+    if mean <= 0 or (spread > 0 and mean <= _t_quantile(CONFIDENCE, n - 1) * spread / n**0.5):
+        return None
+    return (f"its validation loss was {mean:.3g} above the leader's on average over {n} "
+            f"seeds (paired t-test, {CONFIDENCE:.0%})")  # fmt: skip
+
+
+def _t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (scipy comes with scikit-learn)."""
+    from scipy.stats import t
+
+    return float(t.ppf(p, df))
+
+
+def _rank(ranked: list[Ranked]) -> tuple[Ranked, ...]:
+    """Configs that finished the race first (best mean first), then those dropped, best first."""
+    return tuple(sorted(ranked, key=lambda r: (r.dropped is not None, r.mean)))
+
+
 def _default_for(objective: Objective) -> Config:
     """PyTorch's default init with ReLU, or with the first activation searched if not ReLU."""
     if PYTORCH_DEFAULT.activation in objective.activations:
@@ -90,23 +168,17 @@ def _default_for(objective: Objective) -> Config:
     return Config("default", objective.activations[0], None)
 
 
-def _retrain(objective: Objective, config: Config, seeds: Sequence[int]) -> Ranked:
-    """Train ``config`` once per seed; a diverged run counts as an infinite loss, with its reason."""
-    values: list[float] = []
-    metrics: list[float | None] = []
-    stops: list[str | None] = []
-    for seed in seeds:
-        try:  # the guard stays on here, whatever the search used: a diverged run counts as inf
-            result = objective.train(config, seed, guard=objective.guard or {})
-        except optuna.TrialPruned as stopped:
-            values.append(math.inf)
-            metrics.append(None)
-            stops.append(str(stopped) or "stopped by the divergence guard")
-            continue
-        values.append(result.value if math.isfinite(result.value) else math.inf)
-        metrics.append(records.finite_or_none(result.metric))
-        stops.append(None if math.isfinite(result.value) else "non-finite validation loss")
-    return Ranked(config, tuple(values), tuple(metrics), tuple(stops), tuple(seeds))
+def _train_once(
+    objective: Objective, config: Config, seed: int
+) -> tuple[float, float | None, str | None]:
+    """One confirmation run: its loss (inf if it diverged), metric and why it stopped."""
+    try:  # the guard stays on here, whatever the search used: a diverged run counts as inf
+        result = objective.train(config, seed, guard=objective.guard or {})
+    except optuna.TrialPruned as stopped:
+        return math.inf, None, str(stopped) or "stopped by the divergence guard"
+    if not math.isfinite(result.value):
+        return math.inf, None, "non-finite validation loss"
+    return result.value, records.finite_or_none(result.metric), None
 
 
 def confirm_once(
@@ -114,6 +186,7 @@ def confirm_once(
     *,
     seeds: int = 3,
     top_k: int = 3,
+    race: bool = True,
     wait: bool = True,
     on_wait: Callable[[dict[str, Any]], None] | None = None,
     poll_seconds: float = 2.0,
@@ -126,7 +199,7 @@ def confirm_once(
     A claimant that dies mid-confirmation is taken over once its heartbeat goes stale. A study
     already confirmed for this budget returns its stored recommendation at once.
     """
-    study, key = run.study, f"confirm:{run.options.n_trials}:{seeds}:{top_k}"
+    study, key = run.study, f"confirm:{run.options.n_trials}:{seeds}:{top_k}:{race}"
     while True:
         if (study.user_attrs.get(records.STUDY_CONFIRMED) or {}).get("key") == key:
             return _stored_outcome(study)
@@ -135,7 +208,7 @@ def confirm_once(
             with claims.holding(study, key):
                 try:
                     outcome = confirm(study, run.objective, seeds=seeds, top_k=top_k,
-                                      threads=run.options.threads)  # fmt: skip
+                                      threads=run.options.threads, race=race)  # fmt: skip
                 except NoRecommendation as nothing:
                     outcome = nothing
                 study.set_user_attr(records.STUDY_CONFIRMED, {"key": key, **this_process()})
@@ -176,6 +249,7 @@ def recommend(
     *,
     seeds: int = 3,
     top_k: int = 3,
+    race: bool = True,
     n_trials: int = 50,
     timeout: float | None = None,
     epochs: int | None = 10,
@@ -199,10 +273,13 @@ def recommend(
     threads: int | None = None,
     val_fraction: float = 0.2,
     callbacks: Sequence[Callable] = (),
+    prescreen: bool = True,
 ) -> Recommendation:
-    """Search, then confirm the ``top_k`` configs and PyTorch's default over ``seeds`` seeds.
+    """Search, then race the ``top_k`` configs and PyTorch's default over up to ``seeds`` seeds.
 
-    Every other argument is :func:`autoinit.search`'s, with the same meaning. The result is
+    ``race=False`` trains every confirmed config on every seed instead of dropping the clearly
+    worse ones early (see :func:`confirm`). Every other argument is :func:`autoinit.search`'s,
+    with the same meaning. The result is
     stored on the study; when several processes search one study, only one confirms and the
     others return its result.
 
@@ -222,9 +299,10 @@ def recommend(
         activations=tuple(activations) if activations is not None else None,
         loss_fn=loss_fn, task=task, storage=storage, study_name=study_name, sampler=sampler,
         pruner=pruner, guard=guard, seed=seed, device=device, n_jobs=n_jobs, threads=threads,
-        val_fraction=val_fraction, callbacks=tuple(callbacks),
+        val_fraction=val_fraction, callbacks=tuple(callbacks), prescreen=prescreen,
     )  # fmt: skip
     if seeds < 1 or top_k < 1:
         raise ConfigError(f"seeds and top_k must be positive but got {seeds} and {top_k}.")
     run = prepare_search(model_fn, train_loader, val_loader, options).optimize()
-    return confirm_once(run, seeds=seeds, top_k=top_k)
+    rec = confirm_once(run, seeds=seeds, top_k=top_k, race=race)
+    return rec.with_trials(run.study)  # so that rec.explain() needs no study

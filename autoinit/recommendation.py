@@ -47,7 +47,8 @@ class Ranked:
     values: tuple[float, ...]
     metrics: tuple[float | None, ...] = ()
     stops: tuple[str | None, ...] = ()  # why each seed's run stopped; None: it trained to the end
-    seeds: tuple[int, ...] = ()
+    seeds: tuple[int, ...] = ()  # the seeds it got (the race may drop it before the last one)
+    dropped: str | None = None  # why the racing confirmation dropped it, if it did
 
     @property
     def mean(self) -> float:
@@ -83,8 +84,13 @@ class Ranked:
             return None
         reasons = list(dict.fromkeys(quote(_short(r)) for r, v in zip(self._stops(), self.values)
                                      if not math.isfinite(v)))  # fmt: skip
-        return (f"diverged on {self.n_diverged} of {len(self.values)} seeds "
-                f"({'; '.join(reasons[:2])})")  # fmt: skip
+        n, why = len(self.values), "; ".join(reasons[:2])
+        if self.n_diverged == n == 1:
+            seed = f" {self.seeds[0]}" if self.seeds else ""
+            return f"diverged on its seed{seed} ({why})"
+        if self.n_diverged == n:
+            return f"diverged on all {n} seeds ({why})"
+        return f"diverged on {self.n_diverged} of {n} seeds ({why})"
 
     def loss_text(self) -> str:
         """The validation loss over seeds as printed everywhere: ``0.1224 ± 0.028`` or why not."""
@@ -100,7 +106,8 @@ class Ranked:
         """:meth:`loss_text` and, where it diverged, on how many seeds and why."""
         divergence = self.divergence(quote)
         if divergence is None:
-            return self.loss_text()
+            text = self.loss_text()
+            return f"{text}; {quote(self.dropped)}" if self.dropped else text
         return f"{self.loss_text()}; {divergence}" if self.trained else divergence
 
     def _stops(self) -> tuple[str | None, ...]:
@@ -119,6 +126,7 @@ class Ranked:
             "stops": list(self._stops()),
             "seeds": list(self.seeds),
             "diverged": self.n_diverged,
+            "dropped": self.dropped,
         }
 
     @classmethod
@@ -132,6 +140,7 @@ class Ranked:
             tuple(data.get("metrics") or ()),
             tuple(data.get("stops") or ()),
             tuple(data.get("seeds") or ()),
+            data.get("dropped"),
         )
 
 
@@ -186,17 +195,24 @@ class Recommendation:
             return None
         return 100.0 * self.improvement / self.default.mean
 
-    def apply(self, model: nn.Module, *, seed: int = 0) -> nn.Module:
-        """Swap the activations of ``model`` and initialise it with the winning config."""
+    def apply(self, model: nn.Module, *, seed: int = 0, batch: Any = None) -> nn.Module:
+        """Swap the activations of ``model`` and initialise it with the winning config.
+
+        ``batch``: model inputs, needed when the winner is data-dependent (``lsuv``,
+        ``variance_preserving``); see :func:`autoinit.apply`.
+        """
         from autoinit._apply import apply as apply_config
 
-        return apply_config(model, self._config(), seed=seed)
+        return apply_config(model, self._config(), seed=seed, batch=batch)
 
-    def build(self, model_fn: Any, *, seed: int = 0) -> nn.Module:
-        """Make a model with ``model_fn`` the way the search did, with the winning config."""
+    def build(self, model_fn: Any, *, seed: int = 0, batch: Any = None) -> nn.Module:
+        """Make a model with ``model_fn`` the way the search did, with the winning config.
+
+        ``batch``: model inputs, needed when the winner is data-dependent.
+        """
         from autoinit._apply import build
 
-        return build(model_fn, self._config(), seed=seed)
+        return build(model_fn, self._config(), seed=seed, batch=batch)
 
     def _config(self) -> Config:
         if self.config is None:

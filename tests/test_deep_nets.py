@@ -117,11 +117,12 @@ def test_cli_search_then_every_view(
     default = rec["default"]
     assert default["config"] == {"init": "default", "activation": "relu", "leaky_slope": None}
     if depth == 24:  # 24 ReLU layers at PyTorch's default init: the signal dies out
-        assert default["diverged"] == 2 and default["mean"] is None
+        # the race drops the default at its first diverged seed; the evidence says which
+        assert default["diverged"] == len(default["seeds"]) >= 1 and default["mean"] is None
         assert rec["improvement"] is None
-        assert "PyTorch's default (default + relu) diverged on 2 of 2 seeds" in rec["headline"]
+        assert "PyTorch's default (default + relu) diverged on its seed 1000" in rec["headline"]
         assert "the winner trained on all" in rec["headline"]
-        assert "diverged on 2 of 2 seeds" in result.stdout
+        assert "diverged on its seed 1000" in result.stdout
     if dashboard:
         assert _dashboard_note(storage, name) == summary_markdown(
             optuna.load_study(study_name=name, storage=storage)
@@ -144,8 +145,8 @@ def test_recommend_on_a_deep_relu_net(depth: int, dashboard: bool, tmp_path: Pat
     text = str(rec)
     assert text.startswith(f"Recommended: {rec.config.label}")
     if depth == 24:
-        assert rec.default.n_diverged == 2 and rec.improvement is None
-        assert "PyTorch default (default + relu) diverged on 2 of 2 seeds" in text
+        assert rec.default.n_diverged == len(rec.default.values) and rec.improvement is None
+        assert "PyTorch default (default + relu) diverged on" in text
     stored = Recommendation.from_study(optuna.load_study(study_name="api", storage=storage))
     assert stored == dataclass_with_name(rec, "api")
     check_every_view(storage, "api", tmp_path, rec.config.label)
@@ -181,7 +182,8 @@ def test_default_diverged_on_some_seeds_but_not_all(tmp_path: Path) -> None:
     model_fn = functools.partial(_Fragile, fragile_seeds=(1001,), only_relu=True)
     rec = recommend(
         model_fn, toy_classification(n=240), inits=["default"], activations=["relu", "tanh"],
-        n_trials=2, max_steps=10, seeds=3, top_k=2, storage=storage, study_name="partial",
+        n_trials=2, max_steps=10, seeds=3, top_k=2, race=False, storage=storage,
+        study_name="partial",
     )  # fmt: skip
     default = rec.default
     assert default.n_diverged == 1 and len(default.trained) == 2
@@ -201,7 +203,7 @@ def test_every_confirmed_config_diverged(tmp_path: Path, cwd: Path) -> None:
                   storage=storage, study_name="all")  # fmt: skip
     rec = caught.value.recommendation
     assert not rec.found and rec.winner is None and rec.improvement is None
-    assert all(r.n_diverged == 2 for r in rec.ranking)
+    assert all(r.n_diverged >= 1 and r.dropped for r in rec.ranking)
     assert "try a lower learning rate" in str(caught.value)
     with pytest.raises(Exception, match="no recommendation to apply"):
         rec.build(model_fn)
@@ -255,16 +257,16 @@ def test_interrupted_confirmation_shows_the_search_and_resumes(
     storage = f"sqlite:///{cwd / 'c.db'}"
     args = ["search", "--data", _csv(cwd / "blobs.csv"), "--storage", storage, "--depth", "4",
             "--width", "8", "--trials", "3", "--epochs", "1", "--seeds", "2", "--top-k", "1"]
-    real = confirming._retrain
+    real = confirming._train_once
 
     def interrupt(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(confirming, "_retrain", interrupt)
+    monkeypatch.setattr(confirming, "_train_once", interrupt)
     stopped = invoke(*args)
     assert stopped.exit_code == 130, stopped.output
     check_every_view(storage, "blobs-4x8", cwd, "No confirmation over seeds was run")
-    monkeypatch.setattr(confirming, "_retrain", real)
+    monkeypatch.setattr(confirming, "_train_once", real)
     resumed = invoke(*args)
     assert resumed.exit_code == 0, resumed.output
     assert "Confirmed over 2 seeds" in resumed.stdout
@@ -283,7 +285,7 @@ def test_an_internal_error_is_one_line_logged_and_the_command_resumes(
     def bug(*a, **kw):
         raise TypeError("'>=' not supported between instances of 'NoneType' and 'int'")
 
-    monkeypatch.setattr(confirming, "_retrain", bug)
+    monkeypatch.setattr(confirming, "_train_once", bug)
     crashed = invoke(*args)
     assert crashed.exit_code == 1
     lines = crashed.stderr.strip().splitlines()

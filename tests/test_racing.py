@@ -1,0 +1,109 @@
+"""The racing confirmation: who leaves the race, when, and what the stored evidence says.
+
+The racing rule is pure logic over per-seed losses, so an objective that returns chosen losses
+drives it; ``tests/test_deep_nets.py`` and ``tests/test_core_bugs.py`` race real training runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import optuna
+import pytest
+
+from autoinit import Config
+from autoinit._recommend import _clearly_worse, _race, _rank
+from autoinit.monitor import Diverged
+
+A, B, C, D = (Config("kaiming_normal", "relu"), Config("orthogonal", "tanh"),
+              Config("xavier_uniform", "selu"), Config("default", "relu"))  # fmt: skip
+
+
+@dataclass
+class _Result:
+    value: float
+    metric: float = 0.9
+
+
+@dataclass
+class ScriptedObjective:
+    """Returns the loss scripted for (config, seed); ``inf`` means the guard stopped the run."""
+
+    losses: dict[Config, list[float]]
+    calls: list[tuple[Config, int]] = field(default_factory=list)
+    guard: dict = field(default_factory=dict)
+
+    def train(self, config: Config, seed: int, *, guard) -> _Result:
+        self.calls.append((config, seed))
+        value = self.losses[config][seed - 1000]
+        if math.isinf(value):
+            raise Diverged("exploding", f"exploding gradient at step 3: norm 1e+09 (seed {seed})")
+        return _Result(value)
+
+
+SEEDS = (1000, 1001, 1002)
+
+
+def test_a_diverged_config_leaves_at_once_and_keeps_its_loss():
+    objective = ScriptedObjective({A: [0.2, 0.21, 0.2], D: [math.inf, 0.1, 0.1]})
+    ranked = {r.config: r for r in _race(objective, [A, D], SEEDS, race=True)}
+    assert ranked[D].values == (math.inf,) and ranked[D].seeds == (1000,)
+    assert ranked[D].dropped == "dropped after seed 1: it diverged"
+    assert "exploding gradient at step 3" in ranked[D].stops[0]
+    assert (D, 1001) not in objective.calls
+    assert ranked[A].seeds == (1000,)  # alone after seed 1: the winner is separated
+
+
+def test_a_clearly_worse_config_is_dropped_after_two_seeds_and_a_close_one_is_not():
+    losses = {A: [0.20, 0.22, 0.21], B: [0.40, 0.43, 0.41], C: [0.21, 0.21, 0.22]}
+    objective = ScriptedObjective(losses)
+    ranked = {r.config: r for r in _race(objective, [A, B, C], SEEDS, race=True)}
+    assert ranked[B].seeds == (1000, 1001) and ranked[B].dropped.startswith("dropped after seed 2")
+    assert "paired t-test" in ranked[B].dropped
+    assert ranked[A].seeds == ranked[C].seeds == SEEDS and ranked[C].dropped is None
+    assert len(objective.calls) == 8  # 3 + 3 + 2: B skipped its third seed
+    ranking = _rank(list(ranked.values()))
+    assert [r.config for r in ranking] == [A, C, B]  # finishers first, best mean first
+
+
+def test_without_racing_every_config_gets_every_seed():
+    objective = ScriptedObjective({A: [0.2, 0.2, 0.2], B: [0.9, 0.9, 0.9], D: [math.inf] * 3})
+    ranked = _race(objective, [A, B, D], SEEDS, race=False)
+    assert all(r.seeds == SEEDS and r.dropped is None for r in ranked)
+    assert len(objective.calls) == 9
+
+
+def test_a_dropped_config_with_a_lower_mean_never_outranks_a_finisher():
+    dropped = _race(ScriptedObjective({B: [0.1, 0.1, 0.1]}), [B], SEEDS, race=True)[0]
+    finisher = _race(ScriptedObjective({A: [0.3, 0.3, 0.3]}), [A], SEEDS, race=False)[0]
+    late = type(dropped)(B, (0.1, 0.1), (0.9, 0.9), (None, None), (1000, 1001), "dropped")
+    assert [r.config for r in _rank([late, finisher])] == [A, B]
+    assert dropped.seeds == (1000,)  # a lone config needs no second seed
+
+
+@pytest.mark.parametrize(
+    ("values", "leader", "worse"),
+    [
+        ([0.5, 0.5], [0.2, 0.2], True),  # equal gaps: no spread, clearly worse
+        ([0.30, 0.50], [0.20, 0.21], False),  # gaps 0.1 and 0.29: t(1) = 6.3 needs far more
+        ([0.30, 0.31, 0.30], [0.20, 0.21, 0.20], True),
+        ([0.2, 0.2], [0.3, 0.3], False),  # better than the leader
+        ([0.9], [0.1], False),  # one seed never drops a finite config
+    ],
+)
+def test_the_paired_rule(values, leader, worse):
+    assert (_clearly_worse(values, leader) is not None) is worse
+
+
+def test_recommend_races_real_runs_and_stores_the_seeds_each_config_got(blobs, storage_url):
+    from autoinit import recommend
+    from autoinit.testing import tiny_mlp
+
+    rec = recommend(tiny_mlp(8, 3), blobs, n_trials=4, max_steps=20, seeds=3, top_k=3,
+                    inits=["zeros", "kaiming_normal", "default"], activations=["relu"],
+                    storage=storage_url)  # fmt: skip
+    stored = optuna.load_study(study_name=rec.study_name, storage=storage_url)
+    for entry, ranked in zip(stored.user_attrs["recommendation"]["ranking"], rec.ranking):
+        assert entry["seeds"] == list(ranked.seeds) and len(entry["values"]) == len(ranked.seeds)
+    assert rec.winner.dropped is None and rec.winner.seeds == rec.seeds[: len(rec.winner.seeds)]
