@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks.mutation                      # every module (about 30 min on 2 cores)
     python -m benchmarks.mutation --module initializers
     python -m benchmarks.mutation --module search,recommend --max-children 1
+    python -m benchmarks.mutation --rev HEAD           # the last commit, not the working tree
     python -m benchmarks.mutation --list               # the modules, their files and tests
 
 Each module is mutated in its own scratch copy of the project (``build/mutation/<module>/``,
@@ -125,6 +126,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workdir", type=Path, default=ROOT / "build" / "mutation",
         help="where the scratch copies and report.md go (default: build/mutation)",
     )  # fmt: skip
+    parser.add_argument(
+        "--rev", default=None,
+        help="test a commit (git archive REV) instead of the working tree, e.g. HEAD",
+    )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the modules and exit")
     args = parser.parse_args(argv)
     args.modules = [name.strip() for name in args.module.split(",") if name.strip()]
@@ -141,14 +146,15 @@ def _toml_list(values: list[str]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
-def mutmut_table(target: Target) -> str:
+def mutmut_table(target: Target, source: Path = ROOT) -> str:
     """The project's ``[tool.mutmut]`` table, with this module's files and tests filled in."""
-    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"].get("mutmut", {})
+    base = tomllib.loads((source / "pyproject.toml").read_text())["tool"].get("mutmut", {})
     table = {
         **base,
         "source_paths": ["autoinit"],
-        "only_mutate": target.files(),
-        "pytest_add_cli_args_test_selection": target.test_files(),
+        "also_copy": ["examples"],  # the bundled CSV files some tests read
+        "only_mutate": target.files(source),
+        "pytest_add_cli_args_test_selection": target.test_files(source),
         "pytest_add_cli_args": [
             *base.get("pytest_add_cli_args", []),
             *(arg for test in target.deselect for arg in ("--deselect", test)),
@@ -214,31 +220,57 @@ def undecorate(source: str) -> str:
     return cst.parse_module(source).visit(Undecorate()).code
 
 
-def prepare(name: str, target: Target, workdir: Path) -> Path:
+def prepare(name: str, target: Target, workdir: Path, source: Path = ROOT) -> Path:
     """A fresh scratch copy of the project for ``name``: the package, the tests, the config."""
     scratch = workdir / name
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "studies")
     for folder in ("autoinit", "tests", "examples"):
-        if (ROOT / folder).is_dir():
-            shutil.copytree(ROOT / folder, scratch / folder, ignore=ignore)
-    for path in target.files():
+        if (source / folder).is_dir():
+            shutil.copytree(source / folder, scratch / folder, ignore=ignore)
+    for path in target.files(source):
         (scratch / path).write_text(undecorate((scratch / path).read_text()))
-    pyproject = _without_mutmut_table((ROOT / "pyproject.toml").read_text())
-    (scratch / "pyproject.toml").write_text(pyproject + "\n" + mutmut_table(target))
+    pyproject = _without_mutmut_table((source / "pyproject.toml").read_text())
+    (scratch / "pyproject.toml").write_text(pyproject + "\n" + mutmut_table(target, source))
     # Made now, not by mutmut: a PYTHONPATH entry missing at start-up is skipped for good.
     (scratch / "mutants").mkdir()
     return scratch
 
 
-def run_mutmut(scratch: Path, max_children: int, log) -> int:
+def export(rev: str, folder: Path) -> Path:
+    """The project as committed in ``rev`` (``git archive``), in ``folder``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=ROOT,
+                             capture_output=True, check=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def _env(path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    # Subprocesses (spawned workers, `python -m autoinit.cli`) import the mutated copy as well.
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(scratch / "mutants"), *filter(None, [env.get("PYTHONPATH")])]
-    )
+    # Subprocesses (spawned workers, `python -m autoinit.cli`) import the same copy.
+    env["PYTHONPATH"] = os.pathsep.join([str(path), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("CI", None)  # a skipped optional test must not fail the mutants' runs
+    return env
+
+
+def failing_tests(scratch: Path, target: Target, log) -> list[str]:
+    """The selected tests that fail on the unmutated copy: mutmut needs a clean run, and a
+    known bug must not stop the mutation testing of everything else."""
+    command = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
+               "-p", "no:xdist", "-o", "addopts=", *target.test_files(scratch),
+               *(arg for test in target.deselect for arg in ("--deselect", test))]  # fmt: skip
+    done = subprocess.run(command, cwd=scratch, env=_env(scratch), capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    log.write(done.stdout + done.stderr)
+    return sorted({line.split()[1] for line in done.stdout.splitlines()
+                   if line.startswith(("FAILED ", "ERROR "))})  # fmt: skip
+
+
+def run_mutmut(scratch: Path, max_children: int, log) -> int:
+    env = _env(scratch / "mutants")
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
     return subprocess.run(command, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT,
                           check=False).returncode  # fmt: skip
@@ -286,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: mutmut is not installed; pip install -e '.[mutation]'", file=sys.stderr)
         return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
+    source = ROOT if args.rev is None else export(args.rev, args.workdir / "_source")
     report = [f"# Mutation testing ({time.strftime('%Y-%m-%d %H:%M')})", ""]
     table = ["| module | mutants | killed | not killed | score | minutes |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
@@ -293,15 +326,22 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for name in args.modules:
         target = MODULES[name]
-        files = target.files()
-        if not files or not target.test_files():
+        files = target.files(source)
+        if not files or not target.test_files(source):
             print(f"{name}: no files or no tests found; skipped", flush=True)
             continue
         print(f"{name}: mutating {', '.join(files)}", flush=True)
-        print(f"    with {', '.join(target.test_files())}", flush=True)
+        print(f"    with {', '.join(target.test_files(source))}", flush=True)
         started = time.monotonic()
-        scratch = prepare(name, target, args.workdir)
+        scratch = prepare(name, target, args.workdir, source)
+        broken: list[str] = []
         with open(args.workdir / f"{name}.log", "w") as log:
+            broken = failing_tests(scratch, target, log)
+            if broken:
+                print(f"    failing before any mutation, left out: {', '.join(broken)}",
+                      flush=True)  # fmt: skip
+                target = dataclasses.replace(target, deselect=(*target.deselect, *broken))
+                prepare(name, target, args.workdir, source)
             code = run_mutmut(scratch, args.max_children, log)
         minutes = (time.monotonic() - started) / 60
         statuses = results(scratch, files)
@@ -320,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {killed}/{len(statuses)} killed ({score:.1%}) in {minutes:.1f} min; "
               f"not killed: {dict(Counter(left.values())) or 'none'}", flush=True)  # fmt: skip
         report += [f"## {name}", ""]
+        if broken:
+            report += ["Left out, failing before any mutation: " + ", ".join(broken), ""]
         for mutant, status in sorted(left.items()):
             report += [f"### {mutant} ({status})", "", "```diff", diff(scratch, mutant), "```", ""]
     if total["mutants"]:

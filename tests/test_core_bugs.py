@@ -28,6 +28,27 @@ from autoinit import (
     search,
 )
 from autoinit.models import MLP, mlp_factory
+from autoinit.monitor import (
+    DepthRatio,
+    Diverged,
+    DivergenceGuard,
+    FirstLayerFloor,
+    GradNormBound,
+    GradStats,
+    Growth,
+    LossBound,
+    NonFinite,
+    Patient,
+    Rule,
+    SignalProbe,
+    StepStats,
+    Stop,
+    Vanishing,
+    check_symmetry,
+    default_rules,
+    raise_diverged,
+    symmetry_stop,
+)
 
 FAST = {"epochs": 2, "seed": 0}
 TANH = {"inits": ["xavier_uniform"], "activations": ["tanh"]}  # a space of one config
@@ -289,3 +310,230 @@ def test_every_initializer_draws_from_the_generator_only(name):
         draws.append(tensor)
     assert torch.equal(draws[0], draws[1])  # the same seed, the same weights
     assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+
+
+# Survivors of mutation testing: the divergence guard (autoinit.monitor)
+
+
+def _stats(step=1, loss=1.0, first_loss=1.0, *, total=1.0, first=1.0, last=1.0, first_rms=1.0,
+           last_rms=1.0):  # fmt: skip
+    grads = GradStats(total, first, last, first_rms, last_rms, "0.weight", "2.weight")
+    return StepStats(step, loss, first_loss, grads, [("0.weight", first), ("2.weight", last)])
+
+
+def test_the_default_rules_and_guard_read_back_with_their_options():
+    assert repr(DivergenceGuard()) == (
+        "DivergenceGuard([NonFinite(), LossBound(max_loss=None, classes=None, factor=100.0), "
+        "GradNormBound(max_norm=100000.0), DepthRatio(max_ratio=1000.0), "
+        "Growth(factor=1000.0, reference_steps=3), Vanishing(patience=5, floor=1e-08)], "
+        "dense_steps=100, check_every=25)"
+    )
+    rules = default_rules(max_grad_norm=7.0, max_loss=9.0, growth_factor=10.0, reference_steps=2,
+                          max_depth_ratio=50.0, vanish_floor=1e-6, vanish_patience=2)  # fmt: skip
+    assert repr(rules) == (
+        "[NonFinite(), LossBound(max_loss=9.0, classes=None, factor=100.0), "
+        "GradNormBound(max_norm=7.0), DepthRatio(max_ratio=50.0), "
+        "Growth(factor=10.0, reference_steps=2), Vanishing(patience=2, floor=1e-06)]"
+    )
+    assert rules[-1].rule.floor == 1e-6  # the wrapped rule has the floor too
+    assert repr(Patient(NonFinite(), 2)) == "Patient(NonFinite(), patience=2)"
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: GradNormBound(0), ValueError,
+     "GradNormBound's max_norm must be greater than 0 but got 0."),
+    (lambda: DepthRatio(1), ValueError,
+     "DepthRatio's max_ratio must be greater than 1 but got 1."),
+    (lambda: Growth(1), ValueError, "Growth's factor must be greater than 1 but got 1."),
+    (lambda: Growth(10, reference_steps=0), ValueError,
+     "Growth's reference_steps must be an integer of at least 1 but got 0."),
+    (lambda: Growth(10, reference_steps=1.5), ValueError, "Growth's reference_steps must be an"),
+    (lambda: LossBound(factor=0), ValueError,
+     "LossBound's factor must be greater than 0 but got 0."),
+    (lambda: LossBound(math.nan), ValueError, "LossBound's max_loss must be a number but got nan."),
+    (lambda: FirstLayerFloor(-1.0), ValueError,
+     "FirstLayerFloor's floor must be at least 0 but got -1.0."),
+    (lambda: Patient("NonFinite", 2), TypeError, "Patient wraps a Rule but got 'NonFinite'."),
+    (lambda: Patient(NonFinite(), 0), ValueError,
+     "Patient's patience must be an integer of at least 1 but got 0."),
+    (lambda: Vanishing(0), ValueError, "Vanishing's patience must be an integer of at least 1"),
+    (lambda: DivergenceGuard(dense_steps=-1), ValueError,
+     "dense_steps must be an integer >= 0 but got -1."),
+    (lambda: DivergenceGuard(dense_steps=2.5), ValueError, "dense_steps must be an integer"),
+    (lambda: DivergenceGuard(check_every=0), ValueError,
+     "check_every must be at least 1 but got 0."),
+    (lambda: DivergenceGuard(check_every=2.5), ValueError, "check_every must be at least 1"),
+    (lambda: DivergenceGuard("abc"), TypeError,
+     "rules must be a list of Rule objects but got 'abc'."),
+    (lambda: DivergenceGuard(NonFinite()), TypeError, "rules must be a list of Rule objects"),
+    (lambda: DivergenceGuard([NonFinite()], zeta=1, alpha=2), TypeError,
+     "give rules or the default rules' options, not both; got rules and alpha, zeta."),
+])  # fmt: skip
+def test_bad_guard_options_are_refused_with_the_value(make, error, message):
+    with pytest.raises(error) as caught:
+        make()
+    assert str(caught.value).startswith(message)
+
+
+def test_guard_options_just_inside_their_limits_are_accepted():
+    GradNormBound(1e-9), DepthRatio(1.001), Growth(1.001, reference_steps=1), LossBound(factor=0.5)
+    FirstLayerFloor(0.0), Patient(NonFinite(), 1), Vanishing(1)
+    DivergenceGuard(dense_steps=0, check_every=1)
+
+
+def test_rules_fire_only_strictly_past_their_bound():
+    assert GradNormBound(10).check(_stats(total=10.0)) is None
+    assert GradNormBound(10).check(_stats(total=10.5)).kind == "exploding"
+    assert LossBound(2.0).check(_stats(loss=2.0)) is None
+    assert LossBound(2.0).check(_stats(loss=2.5)).kind == "exploding"
+    assert DepthRatio(100).check(_stats(step=0, first_rms=100.0, last_rms=1.0)) is None
+    assert DepthRatio(100).check(_stats(step=0, first_rms=101.0, last_rms=1.0)).kind == "exploding"
+    assert DepthRatio(100).check(_stats(step=0, first_rms=1e9, last=0.0, last_rms=0.0)) is None
+    assert FirstLayerFloor(1e-8).check(_stats(first=1e-8)) is None
+    assert FirstLayerFloor(1e-8).check(_stats(first=0.5e-8)).kind == "vanishing"
+
+
+def test_growth_is_measured_against_the_first_steps_and_a_rising_loss():
+    growth = Growth(10.0, reference_steps=1)
+    assert growth.check(_stats(step=0, total=2.0)) is None  # the reference: 2
+    assert growth.check(_stats(step=1, loss=2.0, total=20.0)) is None  # 10x: not over
+    assert growth.check(_stats(step=1, loss=1.0, total=25.0)) is None  # the loss did not rise
+    stop = growth.check(_stats(step=1, loss=2.0, total=25.0))
+    assert stop.kind == "exploding" and "grew 12.5x over the first 1 steps" in stop.reason
+    growth.start()
+    assert growth.check(_stats(step=5, loss=2.0, total=1e9)) is None  # no reference yet
+    assert growth.check(_stats(step=0, total=0.0)) is None  # a zero reference still counts
+    assert growth.check(_stats(step=1, loss=2.0, total=1.0)).kind == "exploding"
+
+
+def test_loss_bound_keeps_its_own_classes_and_patient_passes_them_on():
+    own = LossBound(classes=10)
+    own.start(classes=3)
+    assert own.bound == pytest.approx(100 * math.log(10))
+    wrapped = Patient(LossBound(), 1)
+    wrapped.start(classes=10)
+    assert wrapped.rule.bound == pytest.approx(100 * math.log(10))
+
+
+def test_from_option_gives_each_guard_the_trial_and_its_own_rules():
+    trial = optuna.create_study().ask()
+    shared = Growth(5.0)
+    for option in (True, False, {"dense_steps": 3}, {"rules": [shared]}, [shared]):
+        guard = DivergenceGuard.from_option(option, trial=trial)
+        assert guard.trial is trial
+        assert all(rule is not shared for rule in guard.rules)  # copied, never shared
+    with pytest.raises(ConfigError, match=r"^guard must be True, False, a dict of DivergenceGuard "
+                                          r"options or a list of rules but got 'yes'\.$"):
+        DivergenceGuard.from_option("yes")
+
+
+class _Recorder(Rule):
+    """An every-step rule that records what it was shown and is quiet below a loss of 5."""
+
+    reads_gradients = False
+
+    def __init__(self):
+        self.seen = []
+
+    def quiet_below(self):
+        return 5.0
+
+    def check(self, stats):
+        self.seen.append((stats.step, stats.first_loss))
+        return None
+
+
+def _backward(model):
+    model.zero_grad()
+    model(torch.ones(3, 4)).sum().backward()
+
+
+def test_steps_without_gradients_skip_quiet_losses_and_keep_the_first_loss():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    _backward(model)
+    recorder = _Recorder()
+    guard = DivergenceGuard([recorder, LossBound(100.0)], dense_steps=1, check_every=1000)
+    assert guard.stopped is None
+    for loss in (2.0, 1.0, 7.0):  # step 0 reads gradients; steps 1 and 2 do not
+        assert guard.observe(torch.tensor(loss), model.named_parameters()) is None
+    assert recorder.seen == [(0, 2.0), (2, 2.0)]  # step 1's loss was below the quiet bound
+    assert guard.grad_steps == [0] and guard.losses == [2.0, 1.0, 7.0]
+    stop = guard.observe(1e6, model.named_parameters())  # a loss-only step that fires
+    worst = max(((n, float(p.grad.norm())) for n, p in model.named_parameters()),
+                key=lambda pair: pair[1])[0]  # fmt: skip
+    assert stop.kind == "exploding" and stop.reason.endswith(f"(worst layer {worst})")
+    assert guard.stopped == stop
+    guard.start()
+    assert guard.stopped is None and guard.losses == []
+
+
+def test_step_stats_measure_the_first_and_last_weight_layers():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3, bias=False))
+    _backward(model)
+    stats = StepStats.measure(4, 1.5, model.named_parameters(), first_loss=2.0)
+    first, last = model[0].weight.grad, model[2].weight.grad
+    total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert (stats.step, stats.loss, stats.first_loss) == (4, 1.5, 2.0)
+    assert stats.grads.first_layer == "0.weight" and stats.grads.last_layer == "2.weight"
+    assert stats.grads.total_norm == pytest.approx(float(total))
+    assert stats.grads.first_norm == pytest.approx(float(first.norm()))
+    assert stats.grads.last_norm == pytest.approx(float(last.norm()))
+    assert stats.grads.first_rms == pytest.approx(float(first.norm()) / 32**0.5)
+    assert stats.grads.last_rms == pytest.approx(float(last.norm()) / 24**0.5)
+    assert [n for n, _ in stats.layer_norms] == ["0.weight", "0.bias", "2.weight"]
+    lazy = StepStats.measure(4, 1.5, model.named_parameters(), first_loss=2.0, gradients=False)
+    assert (lazy.step, lazy.loss, lazy.first_loss, lazy.grads) == (4, 1.5, 2.0, None)
+    assert [n for n, _ in lazy.layer_norms] == [n for n, _ in stats.layer_norms]
+    assert [v for _, v in lazy.layer_norms] == pytest.approx([v for _, v in stats.layer_norms])
+    empty = StepStats.measure(4, 1.5, nn.Linear(2, 2).named_parameters(), first_loss=2.0)
+    assert (empty.step, empty.loss, empty.first_loss, empty.grads) == (4, 1.5, 2.0, None)
+    norm = nn.LayerNorm(4)  # no matrix at all: the first and last parameters stand in
+    norm(torch.randn(3, 4)).sum().backward()
+    grads = StepStats.measure(0, 1.0, norm.named_parameters()).grads
+    assert (grads.first_layer, grads.last_layer) == ("weight", "bias")
+
+
+def test_the_worst_layer_is_the_largest_norm_or_the_first_non_finite():
+    assert StepStats(0, 1.0, layers=[("b", 1.0), ("a", 5.0)]).worst_layer == "a"
+    blown = [("b", 1.0), ("a", math.inf), ("c", math.nan)]
+    assert StepStats(0, 1.0, layers=blown).worst_layer == "a"
+    assert StepStats(0, 1.0).worst_layer == "?"
+
+
+def test_symmetry_is_judged_on_hidden_matrices_with_several_units():
+    def net(*layers):
+        torch.manual_seed(0)
+        return nn.Sequential(*layers)
+
+    assert symmetry_stop(net(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))) is None
+    assert symmetry_stop(net(nn.Linear(4, 1), nn.Tanh(), nn.Linear(1, 2))) is None  # one unit
+    twins = net(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2), nn.Tanh(), nn.Linear(2, 2))
+    with torch.no_grad():
+        twins[2].weight.copy_(torch.arange(1.0, 9.0).repeat(2, 1))  # the last hidden layer
+    stop = symmetry_stop(twins)
+    assert stop.kind == "symmetric"
+    assert stop.reason == ("symmetric weights at step 0: all 2 units of 2.weight are identical "
+                           "(value 1), so they can never differ")  # fmt: skip
+    trial = optuna.create_study().ask()
+    with pytest.raises(Diverged):
+        check_symmetry(twins, trial)
+    assert trial.study.trials[0].user_attrs[records.PRUNE_KIND] == "symmetric"
+
+
+def test_the_signal_probe_skips_outputs_without_a_spread():
+    model = nn.Sequential(nn.Linear(4, 2), nn.Linear(2, 1))
+    probe = SignalProbe(model)
+    model(torch.ones(1, 4))  # outputs of 2 elements, then of 1
+    record = probe.remove()
+    assert record["layers"] == ["0"] and len(record["output_std"]) == 1
+
+
+def test_raise_diverged_stores_the_reason_and_raises_it():
+    trial = optuna.create_study().ask()
+    with pytest.raises(Diverged) as caught:
+        raise_diverged("vanishing", "why it stopped", trial)
+    assert str(caught.value) == "why it stopped"
+    assert caught.value.stop == Stop("vanishing", "why it stopped")
+    attrs = trial.study.trials[0].user_attrs
+    assert (attrs[records.PRUNE_KIND], attrs[records.PRUNE_REASON]) == ("vanishing",
+                                                                        "why it stopped")
