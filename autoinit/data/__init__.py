@@ -24,6 +24,9 @@ the arrays that become the tensors. For 1M rows x 50 columns the peak is about 2
 data (the block and the tensors); see ``benchmarks/README.md``.
 """
 
+from autoinit.data._arraydata import KINDS, ArrayData
+from autoinit.data._dispatch import Data, data_format, load_data
+from autoinit.data._images import load_image_folder
 from autoinit.data._limits import (
     FIT_ROWS,
     MAX_CATEGORIES,
@@ -33,11 +36,21 @@ from autoinit.data._limits import (
     OUTLIER_CLIP,
 )
 from autoinit.data._load import load_csv
+from autoinit.data._npz import load_arrays
+from autoinit.data._parquet import load_parquet
 from autoinit.data._sniff import DELIMITERS
 from autoinit.data._tabular import TabularData
 from autoinit.data._target import TASKS, detect_task
 
 __all__ = [
+    "KINDS",
+    "ArrayData",
+    "Data",
+    "data_format",
+    "load_arrays",
+    "load_data",
+    "load_image_folder",
+    "load_parquet",
     "DELIMITERS",
     "FIT_ROWS",
     "MAX_CATEGORIES",
