@@ -14,6 +14,7 @@ shadowed by a function of the same name.
 __version__ = "0.2.0"
 
 from autoinit._apply import apply, build
+from autoinit._probe import ProbeTable, probe
 from autoinit._recommend import recommend
 from autoinit._search import search
 from autoinit.activations import get_activation, list_activations, register_activation
@@ -44,6 +45,7 @@ _LAZY = {  # plotly loads only when a figure or report is asked for
     "plot_importance": "autoinit.plots",
     "plot_learning_curves": "autoinit.plots",
     "plot_prune_reasons": "autoinit.plots",
+    "plot_signal": "autoinit.plots",
     "write_report": "autoinit.report",
 }
 
@@ -67,6 +69,9 @@ __all__ = [
     "PYTORCH_DEFAULT",
     "apply",
     "build",
+    # the step-0 probe of every config
+    "probe",
+    "ProbeTable",
     # the space
     "list_initializers",
     "get_initializer",

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from autoinit.activations import activation_types, get_activation
+from autoinit.errors import ConfigError
 from autoinit.initializers import Initializer, get_initializer
 from autoinit.space import Config
 
@@ -36,6 +37,7 @@ def apply(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     swap_activations: bool = True,
+    batch: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
 ) -> nn.Module:
     """Swap ``model``'s activation modules for ``config.activation`` and initialise its weights.
 
@@ -45,6 +47,12 @@ def apply(
         seed: seeds the weight draws (ignored when ``generator`` is given).
         generator: a CPU ``torch.Generator``; the same seed gives the same weights on any device.
         swap_activations: set False when the model was built with the activation already.
+        batch: a batch of model inputs (or an ``(inputs, targets)`` pair), needed by the
+            data-dependent initializers (``lsuv``, ``variance_preserving``) and ignored by the
+            others. A search passes the same fixed training batch to every trial.
+
+    Raises:
+        ConfigError: ``config.init`` is data-dependent and no ``batch`` was given.
 
     Example:
         >>> model = apply(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)),
@@ -52,13 +60,29 @@ def apply(
         >>> type(model[1]).__name__
         'Tanh'
     """
+    inputs = _batch_for(config, batch)
     if generator is None:
         generator = torch.Generator()
         generator.manual_seed(0 if seed is None else seed)
     if swap_activations and swap_activation_modules(model, config) == 0:
         _warn_once_nothing_swapped(model)
-    init_weights(model, config, generator)
+    init_weights(model, config, generator, batch=inputs)
     return model
+
+
+def _batch_for(config: Config, batch: object) -> torch.Tensor | None:
+    """The inputs of ``batch`` when the config's initializer needs them; a clear error if missing."""
+    if not get_initializer(config.init).needs_batch:
+        return None
+    if batch is None:
+        raise ConfigError(
+            f"initializer {config.init!r} is data-dependent: it needs a batch of inputs. Pass "
+            f"batch= to apply() or build() (or to Recommendation.apply/build), e.g. "
+            f"apply(model, config, batch=x_train[:64])."
+        )
+    from autoinit.data_init import input_tensor
+
+    return input_tensor(batch)
 
 
 _WARNED_CLASSES: set[str] = set()
@@ -91,8 +115,17 @@ def swap_activation_modules(model: nn.Module, config: Config) -> int:
     return swapped
 
 
-def init_weights(model: nn.Module, config: Config, generator: torch.Generator) -> None:
-    """Initialise the weight layers of ``model`` in place (see the module docstring)."""
+def init_weights(
+    model: nn.Module,
+    config: Config,
+    generator: torch.Generator,
+    *,
+    batch: torch.Tensor | None = None,
+) -> None:
+    """Initialise the weight layers of ``model`` in place (see the module docstring).
+
+    A data-dependent initializer then rescales the layers on ``batch`` (model inputs).
+    """
     if config.init == "default":
         return
     method = get_initializer(config.init)
@@ -110,6 +143,10 @@ def init_weights(model: nn.Module, config: Config, generator: torch.Generator) -
                 _fill(param, get_initializer("orthogonal"), 1.0, generator)
             elif name.startswith("weight"):
                 _fill(param, method, layer_gain, generator)
+    if method.data_fn is not None:
+        if batch is None:
+            raise ConfigError(f"initializer {config.init!r} needs a batch of inputs (batch=).")
+        method.data_fn(model, layers, batch)
 
 
 def _fill(
@@ -130,15 +167,23 @@ def takes_activation(model_fn: ModelFn) -> bool:
         return False
 
 
-def build(model_fn: ModelFn, config: Config, *, seed: int = 0) -> nn.Module:
+def build(
+    model_fn: ModelFn,
+    config: Config,
+    *,
+    seed: int = 0,
+    batch: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+) -> nn.Module:
     """Make a model for ``config``: pass the activation to ``model_fn`` if it takes one.
 
     ``torch.manual_seed(seed)`` runs first so that the ``default`` init, drawn by the model's
-    own constructor, is reproducible too.
+    own constructor, is reproducible too. ``batch``: model inputs for the data-dependent
+    initializers (see :func:`apply`).
     """
+    _batch_for(config, batch)  # fail before the model is made
     torch.manual_seed(seed)
     if takes_activation(model_fn):
         factory = get_activation(config.activation).factory(config.leaky_slope)
         model = model_fn(activation=factory)
-        return apply(model, config, seed=seed, swap_activations=False)
-    return apply(model_fn(), config, seed=seed)
+        return apply(model, config, seed=seed, swap_activations=False, batch=batch)
+    return apply(model_fn(), config, seed=seed, batch=batch)

@@ -16,6 +16,7 @@ import torch
 from autoinit import __version__, records
 from autoinit import study as studies
 from autoinit._apply import ModelFn, build
+from autoinit._probe import fixed_batch, prescreen_study, trial_probe
 from autoinit.monitor import DivergenceGuard, Rule, symmetry_stop
 from autoinit.options import GuardOption, SearchOptions
 from autoinit.space import Config, baselines, resolve_space, suggest
@@ -44,6 +45,9 @@ class Objective:
     seed: int
     # DivergenceGuard options (a dict) or rules (a list); None turns the guard off
     guard: Mapping[str, Any] | Sequence[Rule] | None
+    # the fixed training batch (CPU): every trial's step-0 probe and data-dependent init use it
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    prescreen: bool = False  # stop a search trial whose probe collapses, at 0 steps
 
     def __call__(self, trial: optuna.Trial) -> float:
         _set_user_attrs(trial, studies.this_process())  # first: a dead worker's trial is known
@@ -52,8 +56,12 @@ class Objective:
         if duplicate is not None:
             return _repeat(trial, duplicate)
         trial.set_user_attr(records.SEED, self.seed)
-        result = self.attempt(config, self.seed, guard=self.guard, trial=trial)
-        _set_user_attrs(trial, result.telemetry())  # a stopped run's too, with its reason
+        result = self.attempt(config, self.seed, guard=self.guard, trial=trial,
+                              screen=self.prescreen)  # fmt: skip
+        attrs = result.telemetry()  # a stopped run's too, with its reason
+        if result.probe:  # the step-0 probe, also of a run stopped before its first step
+            attrs[records.PROBE] = result.probe
+        _set_user_attrs(trial, attrs)
         result.raise_if_stopped()
         return result.value
 
@@ -78,18 +86,27 @@ class Objective:
         *,
         guard: Mapping[str, Any] | Sequence[Rule] | None,
         trial: optuna.Trial | None = None,
+        screen: bool = False,
     ) -> RunResult:
         """Build ``config``'s model and train it once; a stopped run returns its partial result.
 
         ``guard=None`` turns the guard off: no symmetry check, and only non-finite losses stop.
+        With the fixed batch, the step-0 probe goes into ``result.probe``; with ``screen``, a
+        collapsed probe stops the run before its first step (``prescreen``).
         """
-        model = build(self.model_fn, config, seed=seed).to(self.data.device)
-        if guard is not None:
-            stop = symmetry_stop(model)
-            if stop is not None:
-                return RunResult.unstarted(self.data.metric_name, stop)
-        monitor = DivergenceGuard.from_option(False if guard is None else guard)
-        return fit(model, self.data, self.budget, seed=seed, guard=monitor, trial=trial)
+        inputs = None if self.batch is None else self.batch[0]
+        model = build(self.model_fn, config, seed=seed, batch=inputs).to(self.data.device)
+        probe, verdict = ({}, None) if self.batch is None else trial_probe(
+            model, self.batch, self.data.loss_fn)  # fmt: skip
+        stop = symmetry_stop(model) if guard is not None else None
+        stop = stop or (verdict if screen else None)
+        if stop is not None:
+            result = RunResult.unstarted(self.data.metric_name, stop)
+        else:
+            monitor = DivergenceGuard.from_option(False if guard is None else guard)
+            result = fit(model, self.data, self.budget, seed=seed, guard=monitor, trial=trial)
+        result.probe = probe or result.probe
+        return result
 
 
 def _set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
@@ -155,6 +172,7 @@ def search(
     threads: int | None = None,
     val_fraction: float = 0.2,
     callbacks: Sequence[Callable] = (),
+    prescreen: bool = True,
 ) -> optuna.Study:
     """Search initializers x activations for ``model_fn`` on the data; return the Optuna study.
 
@@ -185,6 +203,11 @@ def search(
         threads: torch threads per worker; default 1 on the CPU.
         val_fraction: the share split off for validation when no ``val_loader`` is given.
         callbacks: Optuna callbacks, called in this process after each of its trials.
+        prescreen: probe every config of the space at step 0 before any training (one
+            forward and backward pass each, on one fixed training batch), add those whose
+            probe collapses as pruned trials (kind ``prescreen``, 0 steps; they count toward
+            ``n_trials``) and queue the best probed after the baselines. A sampled config
+            whose probe collapses is stopped at 0 steps too. False: train every config.
 
     Returns:
         The ``optuna.Study``, stored in ``storage``.
@@ -196,7 +219,7 @@ def search(
         activations=tuple(activations) if activations is not None else None,
         loss_fn=loss_fn, task=task, storage=storage, study_name=study_name, sampler=sampler,
         pruner=pruner, guard=guard, seed=seed, device=device, n_jobs=n_jobs, threads=threads,
-        val_fraction=val_fraction, callbacks=tuple(callbacks),
+        val_fraction=val_fraction, callbacks=tuple(callbacks), prescreen=prescreen,
     )  # fmt: skip
     return prepare_search(model_fn, train_loader, val_loader, options).optimize().study
 
@@ -283,7 +306,11 @@ def prepare_search(
         study.sampler = studies.default_sampler(o.seed + len(study.trials))
     studies.clear_dead_trials(study, include_self=True)  # a killed run's trial, at once
     queue_baselines(study, baselines(inits, activations))
-    objective = Objective(model_fn, data, budget, inits, activations, o.seed, guard)
+    batch = fixed_batch(data, o.seed)  # the same for every trial
+    objective = Objective(model_fn, data, budget, inits, activations, o.seed, guard, batch,
+                          o.prescreen)  # fmt: skip
+    if o.prescreen:  # once per study, right after the baselines: probe the whole space
+        prescreen_study(study, objective, n_trials=o.n_trials)
     return SearchRun(study, objective, o, device)
 
 

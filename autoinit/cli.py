@@ -179,12 +179,15 @@ def main() -> None:
               help="Seeds the split, the sampler and every trial.")
 @click.option("--no-wait", is_flag=True,
               help="If another process is confirming this study, exit instead of waiting.")
+@click.option("--no-prescreen", is_flag=True,
+              help="Train every config: do not probe the space at step 0 and skip the collapsed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @_user_errors
 def search(data_path: str, target: str | None, task: str, trials: int, timeout: float | None,
            epochs: int, depth: int, width: int, inits: str | None, activations: str | None,
            storage: str | None, study_name: str | None, jobs: int, seeds: int, top_k: int,
-           device: str, seed: int, no_wait: bool, as_json: bool) -> None:  # fmt: skip
+           device: str, seed: int, no_wait: bool, no_prescreen: bool,
+           as_json: bool) -> None:  # fmt: skip
     """Search initializers x activations for an MLP on a CSV file.
 
     The task (classification or regression) is detected from the target column; the model is
@@ -213,7 +216,7 @@ def search(data_path: str, target: str | None, task: str, trials: int, timeout: 
     options = SearchOptions(
         n_trials=trials, timeout=timeout, epochs=epochs, inits=_tuple(inits),
         activations=_tuple(activations), task=data.task, storage=storage_url, study_name=name,
-        seed=seed, device=device, n_jobs=jobs,
+        seed=seed, device=device, n_jobs=jobs, prescreen=not no_prescreen,
     )  # fmt: skip
     run = prepare_search(  # refuses a study made on other data before anything is printed
         mlp_factory(data.n_features, n_out, depth=depth, width=width),
@@ -447,14 +450,17 @@ def _result_json(study: optuna.Study, rec: Recommendation, storage_url: str) -> 
 @click.option("--study-name", default=None, metavar="NAME",
               help="The study to print [default: list the studies].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@click.option("--explain", is_flag=True,
+              help="Say why the winner won and why the stopped configs were stopped.")
 @_user_errors
-def show(storage: str | None, study_name: str | None, as_json: bool) -> None:
+def show(storage: str | None, study_name: str | None, as_json: bool, explain: bool) -> None:
     """List the stored studies, or print one study's recommendation. Never retrains.
 
     \b
     Examples:
       autoinit show
       autoinit show --study-name breast_cancer-8x64 --json
+      autoinit show --study-name breast_cancer-8x64 --explain
     """
     from autoinit.study import DEFAULT_STORAGE, load_study, open_storage, study_names
 
@@ -485,9 +491,14 @@ def show(storage: str | None, study_name: str | None, as_json: bool) -> None:
     study = load_study(opened, study_name)
     rec = Recommendation.from_study(study)
     if as_json:
-        click.echo(json.dumps(_result_json(study, rec, storage_url), indent=2))
+        result = _result_json(study, rec, storage_url)
+        if explain:
+            result["explanation"] = rec.explain()
+        click.echo(json.dumps(result, indent=2))
     else:
         click.echo(_result_text(study, rec, storage_url).lstrip("\n"))
+        if explain:
+            click.echo("\n" + rec.explain())
 
 
 @main.command(name="list")

@@ -17,6 +17,7 @@ from autoinit.report import summary_markdown
 
 HEATMAP_ID = "autoinit-heatmap"
 CONFIRMATION_ID = "autoinit-confirmation"
+SIGNAL_ID = "autoinit-signal"
 MISSING = "optuna-dashboard is not installed; install it with: pip install 'autoinit[dashboard]'"
 
 
@@ -34,7 +35,8 @@ def available() -> bool:
 
 
 def save_to_dashboard(study: optuna.Study) -> bool:
-    """Save the summary as the study's note and the heatmap (and confirmation) as its figures.
+    """Save the summary as the study's note and the heatmap, the step-0 signal propagation
+    (and the confirmation) as its figures.
 
     Saving again replaces them. Returns False, saving nothing, when optuna-dashboard is missing.
     """
@@ -45,6 +47,10 @@ def save_to_dashboard(study: optuna.Study) -> bool:
     dashboard.save_plotly_graph_object(
         study, plots.plot_heatmap(study), graph_object_id=HEATMAP_ID
     )
+    if plots._get_signal_info(study).lines:  # a study whose trials recorded a step-0 probe
+        dashboard.save_plotly_graph_object(
+            study, plots.plot_signal(study), graph_object_id=SIGNAL_ID
+        )
     if study.user_attrs.get(records.STUDY_RECOMMENDATION):
         dashboard.save_plotly_graph_object(
             study, plots.plot_confirmation(study), graph_object_id=CONFIRMATION_ID

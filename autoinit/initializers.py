@@ -20,28 +20,43 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 from autoinit.errors import ConfigError, unknown_name
 
 InitFn = Callable[..., torch.Tensor]
+# fn(model, layers, inputs): rescale the weight layers (in the model's order) on a real batch
+DataFn = Callable[[nn.Module, Sequence[nn.Module], torch.Tensor], None]
 
 
 @dataclasses.dataclass(frozen=True)
 class Initializer:
-    """A registered initializer: its function, whether it scales by the activation's gain."""
+    """A registered initializer: its function, whether it scales by the activation's gain.
+
+    A data-dependent initializer also has ``data_fn``: ``fn`` draws each weight (the starting
+    point), then ``data_fn(model, layers, inputs)`` rescales the layers on a real batch of
+    inputs. Such an initializer :attr:`needs_batch`.
+    """
 
     name: str
     fn: InitFn
     uses_gain: bool
     aliases: tuple[str, ...] = ()
+    data_fn: DataFn | None = None
+
+    @property
+    def needs_batch(self) -> bool:
+        """Whether applying it needs a batch of inputs (LSUV, variance-preserving)."""
+        return self.data_fn is not None
 
     @property
     def formula(self) -> str:
         """The first line of the function's docstring: its formula in plain text."""
-        return (self.fn.__doc__ or "").strip().splitlines()[0]
+        lines = (self.fn.__doc__ or "").strip().splitlines()
+        return lines[0] if lines else ""
 
     def __call__(
         self, tensor: torch.Tensor, *, gain: float = 1.0, generator: torch.Generator | None = None
@@ -55,9 +70,17 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_initializer(
-    name: str, *, uses_gain: bool = False, aliases: tuple[str, ...] = ()
+    name: str,
+    *,
+    uses_gain: bool = False,
+    aliases: tuple[str, ...] = (),
+    data: DataFn | None = None,
 ) -> Callable[[InitFn], InitFn]:
     """Decorator that adds ``fn(tensor, *, gain, generator)`` to the registry under ``name``.
+
+    ``data``: makes the initializer data-dependent: after ``fn`` has drawn every weight,
+    ``data(model, layers, inputs)`` rescales the weight layers on a batch of inputs (see
+    :mod:`autoinit.data_init`); ``apply`` and ``build`` then need ``batch=``.
 
     Example:
         >>> @register_initializer("half_normal_demo")
@@ -70,7 +93,7 @@ def register_initializer(
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise ConfigError(f"initializer name {key!r} is already registered.")
-        _REGISTRY[name] = Initializer(name, fn, uses_gain, tuple(aliases))
+        _REGISTRY[name] = Initializer(name, fn, uses_gain, tuple(aliases), data)
         _ALIASES.update({alias: name for alias in aliases})
         return fn
 
@@ -239,9 +262,57 @@ def truncated_normal(tensor, *, gain, generator):
     return torch.nn.init.trunc_normal_(tensor, 0.0, 0.05, -0.1, 0.1, generator=generator)
 
 
-# The space searched unless the user narrows it: the issue's list, without the Keras extras.
+def _lsuv_data(model: nn.Module, layers: Sequence[nn.Module], inputs: torch.Tensor) -> None:
+    from autoinit.data_init import lsuv_layers
+
+    lsuv_layers(model, layers, inputs)
+
+
+def _variance_preserving_data(
+    model: nn.Module, layers: Sequence[nn.Module], inputs: torch.Tensor
+) -> None:
+    from autoinit.data_init import variance_preserving_layers
+
+    variance_preserving_layers(model, layers, inputs)
+
+
+@register_initializer("lsuv", data=_lsuv_data)
+def lsuv(tensor, *, gain, generator):
+    r"""W = Q (orthogonal), then each layer rescaled in order until Var(output) = 1 on a batch
+
+    Mishkin & Matas (2016), "All you need is a good init" (layer-sequential unit-variance).
+    Data-dependent: needs ``batch=``. Starts from a semi-orthogonal matrix with gain 1; then,
+    layer by layer in the order the forward pass calls them, the weight is divided by the
+    standard deviation of the layer's output on the batch until its variance is within
+    :data:`autoinit.data_init.LSUV_TOLERANCE` of 1 (at most
+    :data:`autoinit.data_init.LSUV_MAX_ITER` rescalings a layer). Linear, Conv and the
+    first-layer input weights of RNN/LSTM/GRU.
+
+    .. math:: W_l \leftarrow W_l / \sqrt{\operatorname{Var}[W_l x_l]}
+    """
+    return torch.nn.init.orthogonal_(tensor, gain=1.0, generator=generator)
+
+
+@register_initializer("variance_preserving", data=_variance_preserving_data)
+def variance_preserving(tensor, *, gain, generator):
+    r"""W ~ N(0, 1 / (fan_in * E[x²])): unit-variance outputs under the layer's input statistics
+
+    In the spirit of AutoInit (Bingham & Miikkulainen, AAAI 2023). Data-dependent: needs
+    ``batch=``. For zero-mean weights, Var[W x] = fan_in Var[W] E[x²] whatever the mean of x
+    (after ReLU or sigmoid it is not 0), so each layer is scaled from the second moment of its
+    own input, measured on the batch in one forward pass: whatever activation came before it
+    (any registered one, a user's included) and whatever sits between (pooling, norms).
+
+    .. math:: \sigma_l = 1 / \sqrt{n_{in} \, \mathbb{E}[x_l^2]}
+    """
+    fan_in, _ = fans(tensor)
+    return tensor.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
+
+
+# The space searched unless the user narrows it: the issue's list, without the Keras extras,
+# and the two data-dependent initializers.
 DEFAULT_INITS = (
     "default", "zeros", "uniform", "normal", "xavier_uniform", "xavier_normal",
     "kaiming_uniform", "kaiming_normal", "lecun_uniform", "lecun_normal", "orthogonal",
-    "trunc_normal",
+    "trunc_normal", "lsuv", "variance_preserving",
 )  # fmt: skip

@@ -57,6 +57,7 @@ class SearchOptions:
     threads: int | None = None
     val_fraction: float = 0.2
     callbacks: tuple[Callable, ...] = ()
+    prescreen: bool = True
 
     def __post_init__(self) -> None:
         _positive_int("n_trials", self.n_trials)
@@ -65,6 +66,8 @@ class SearchOptions:
             _positive_int("threads", self.threads)
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}] but got {self.seed!r}.")
+        if not isinstance(self.prescreen, bool):
+            raise ConfigError(f"prescreen must be True or False but got {self.prescreen!r}.")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"timeout must be positive seconds but got {self.timeout!r}.")
         for name in ("inits", "activations", "callbacks"):  # lists become tuples: frozen, hashable

@@ -158,6 +158,8 @@ class Recommendation:
         confirmed: False when read off single search trials because no confirmation was stored.
         reason: why there is no recommendation, when ``config`` is None.
         best_trial: the number of the best search trial (for an unconfirmed study).
+        trials, study_attrs: the study's trials and attributes, carried for :meth:`explain`
+            (set by :meth:`from_study` and :meth:`with_trials`; not stored, not compared).
     """
 
     config: Config | None
@@ -169,6 +171,10 @@ class Recommendation:
     confirmed: bool = True
     reason: str | None = None
     best_trial: int | None = None
+    trials: tuple[optuna.trial.FrozenTrial, ...] = dataclasses.field(
+        default=(), compare=False, repr=False
+    )
+    study_attrs: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def found(self) -> bool:
@@ -360,8 +366,26 @@ class Recommendation:
         """
         stored = study.user_attrs.get(records.STUDY_RECOMMENDATION)
         if stored:
-            return cls.from_dict({**stored, "study_name": study.study_name})
-        return _from_trials(study)
+            return cls.from_dict({**stored, "study_name": study.study_name}).with_trials(study)
+        return _from_trials(study).with_trials(study)
+
+    def with_trials(self, study: optuna.Study) -> Recommendation:
+        """This recommendation carrying ``study``'s trials, so that :meth:`explain` can read them."""
+        return dataclasses.replace(
+            self, trials=tuple(study.get_trials(deepcopy=False)), study_attrs=dict(study.user_attrs)
+        )
+
+    def explain(self, study: optuna.Study | None = None) -> str:
+        """Why the winner won, and why each stopped baseline and pre-screened family stopped.
+
+        In plain words, citing the stored figures: the winner's step-0 probe and its
+        confirmation against PyTorch's default; each baseline's outcome; each pre-screened
+        init + activation family's probe verdict. Reads the trials this recommendation carries
+        (:meth:`from_study`, ``recommend()``), or those of ``study`` when given.
+        """
+        from autoinit._probe._explain import explain
+
+        return explain(self, study)
 
     def store(self, study: optuna.Study) -> None:
         """Write this recommendation on ``study`` (the only writer of the stored record)."""

@@ -27,9 +27,11 @@ import optuna
 CURVE_POINTS = 100
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
-# Why a trial was pruned. The first four come from the divergence guard, the last from the
-# study's learning-curve pruner (for example the median pruner).
-PRUNE_KINDS = ("non-finite", "exploding", "vanishing", "symmetric", "pruner")
+# Why a trial was pruned. The first four come from the divergence guard, "prescreen" from the
+# step-0 probe of the whole space (autoinit._probe), the last from the study's learning-curve
+# pruner (for example the median pruner).
+PRESCREEN = "prescreen"
+PRUNE_KINDS = ("non-finite", "exploding", "vanishing", "symmetric", PRESCREEN, "pruner")
 
 SEED = "seed"
 STEPS = "steps"
@@ -41,7 +43,7 @@ METRIC_NAME = "metric_name"
 METRIC = "metric"
 PRUNE_KIND = "prune_kind"
 PRUNE_REASON = "prune_reason"
-PROBE = "probe"
+PROBE = "probe"  # the step-0 probe: per-layer figures, scores and verdict (autoinit._probe)
 HOST = "host"  # the machine and process that ran the trial (dead workers are found by them)
 PID = "pid"
 
@@ -108,6 +110,7 @@ STOP_LABELS = {
     "exploding": "exploding",
     "vanishing": "vanishing",
     "symmetric": "symmetric",
+    PRESCREEN: "pre-screened",
     "pruner": "learning-curve pruner",
     FAILED: "failed",
 }

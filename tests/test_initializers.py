@@ -55,6 +55,9 @@ EXPECTED_VARIANCE = {
     "random_normal": lambda s, fi, fo, g: 0.05**2,
     "random_uniform": lambda s, fi, fo, g: 0.05**2 / 3.0,
     "truncated_normal": lambda s, fi, fo, g: 0.05**2 * _trunc_factor(2.0),
+    # data-dependent: the per-tensor start, before the batch rescales each layer
+    "lsuv": lambda s, fi, fo, g: _orthogonal_var(s, 1.0),
+    "variance_preserving": lambda s, fi, fo, g: 1.0 / fi,
 }
 NOT_RANDOM = {"default", "zeros"}
 RANDOM_INITS = [n for n in list_initializers() if n not in NOT_RANDOM]
@@ -287,3 +290,132 @@ def test_duplicate_registration_is_refused(unique_name):
         )
     assert inits_mod._REGISTRY == before
     assert get_initializer("he_normal").name == "kaiming_normal"
+
+
+# --- data-dependent initializers: LSUV and variance-preserving ----------------------------------
+
+
+def _layer_variances(model, x):
+    from autoinit.data_init import layer_output
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.RNNBase))]
+    return [float(layer_output(model, layer, x).double().var()) for layer in layers]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "selu", "gelu"])
+def test_lsuv_gives_every_layer_unit_output_variance_on_the_batch(activation):
+    from autoinit.data_init import LSUV_TOLERANCE
+    from autoinit.models import MLP
+
+    x = torch.randn(128, 20) * 4 + 2
+    model = apply(MLP(20, 5, depth=10, width=48), Config("lsuv", activation), batch=x)
+    variances = _layer_variances(model, x)
+    assert len(variances) == 11
+    assert all(abs(v - 1) <= LSUV_TOLERANCE for v in variances), variances
+
+
+def test_lsuv_covers_conv_and_the_input_weights_of_recurrent_layers():
+    from autoinit.data_init import LSUV_TOLERANCE
+
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(8 * 4 * 4, 3))  # fmt: skip
+    x = torch.rand(32, 3, 8, 8) * 5
+    apply(cnn, Config("lsuv", "relu"), batch=(x, torch.zeros(32)))
+    assert all(abs(v - 1) <= LSUV_TOLERANCE for v in _layer_variances(cnn, x))
+
+    class Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.LSTM(6, 16, batch_first=True), nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    seq = Seq()
+    xs = torch.randn(16, 9, 6) * 7
+    apply(seq, Config("lsuv", "tanh"), batch=xs)
+    assert abs(_layer_variances(seq, xs)[0] - 1) <= LSUV_TOLERANCE  # x W_ih^T
+
+
+def test_lsuv_processes_layers_in_call_order_not_registration_order():
+    from autoinit.data_init import LSUV_TOLERANCE
+
+    class Backwards(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.second, self.first = nn.Linear(16, 4), nn.Linear(8, 16)
+
+        def forward(self, x):
+            return self.second(torch.relu(self.first(x)))
+
+    model = Backwards()
+    x = torch.randn(64, 8) * 3
+    apply(model, Config("lsuv", "relu"), batch=x)
+    assert all(abs(v - 1) <= LSUV_TOLERANCE for v in _layer_variances(model, x))
+
+
+@pytest.mark.parametrize("activation", [a for a in ("relu", "tanh", "sigmoid", "selu", "elu",
+                                                    "gelu", "silu", "mish", "softplus")])
+def test_variance_preserving_keeps_the_signal_through_depth_for_every_activation(activation):
+    from autoinit.models import MLP
+
+    x = torch.randn(256, 24) * 3 + 1
+    model = apply(MLP(24, 64, depth=16, width=64), Config("variance_preserving", activation),
+                  batch=x)  # fmt: skip
+    variances = _layer_variances(model, x)
+    assert all(0.5 < v < 2.0 for v in variances), variances  # kaiming/xavier drift far more
+
+
+def test_variance_preserving_works_for_a_user_registered_activation():
+    from autoinit.activations import _ALIASES, _REGISTRY, register_activation
+    from autoinit.models import MLP
+
+    class Cube(nn.Module):  # mean and variance far from any built-in's
+        def forward(self, x):
+            return torch.relu(x) ** 1.5 + 0.3
+
+    name = f"cube_{uuid.uuid4().hex[:6]}"
+    register_activation(name, Cube)
+    try:
+        x = torch.randn(256, 24)
+        model = apply(MLP(24, 64, depth=12, width=64), Config("variance_preserving", name), batch=x)
+        assert all(0.5 < v < 2.0 for v in _layer_variances(model, x))
+    finally:
+        _REGISTRY.pop(name)
+        for alias in [a for a, t in _ALIASES.items() if t == name]:
+            del _ALIASES[alias]
+
+
+@pytest.mark.parametrize("name", ["lsuv", "variance_preserving"])
+def test_data_dependent_inits_name_the_missing_batch(name):
+    assert get_initializer(name).needs_batch
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ConfigError, match=f"initializer '{name}' is data-dependent.*batch="):
+        apply(model, Config(name, "relu"))
+    assert not get_initializer("kaiming_normal").needs_batch
+
+
+def test_data_dependent_inits_are_reproducible_and_in_the_default_space():
+    from autoinit.models import MLP
+
+    x = torch.randn(32, 6)
+    a = apply(MLP(6, 2, depth=3, width=8), Config("lsuv", "relu"), seed=3, batch=x)
+    b = apply(MLP(6, 2, depth=3, width=8), Config("lsuv", "relu"), seed=3, batch=x)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert {"lsuv", "variance_preserving"} <= set(inits_mod.DEFAULT_INITS)
+
+
+def test_a_registered_data_dependent_initializer_gets_the_batch(unique_name):
+    seen = []
+
+    def data(model, layers, inputs):
+        seen.append((len(layers), inputs.shape))
+
+    @register_initializer(unique_name, data=data)
+    def start(tensor, *, gain, generator):
+        """W ~ N(0, 1), then rescaled on the batch"""
+        return tensor.normal_(generator=generator)
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    apply(model, Config(unique_name, "relu"), batch=torch.randn(5, 4))
+    assert seen == [(2, torch.Size([5, 4]))]

@@ -59,7 +59,7 @@ def test_an_interrupted_search_resumes_to_its_budget(blobs, small_mlp, storage_u
 def test_deep_relu_with_normal_init_is_pruned_within_two_steps(storage_url):
     x, y = toy_classification(n=200, features=16, classes=4)
     study = search(mlp_factory(16, 4, depth=20), (x, y), n_trials=2, storage=storage_url,
-                   inits=["normal"], activations=["relu"], **FAST)
+                   inits=["normal"], activations=["relu"], prescreen=False, **FAST)
     stored = optuna.load_study(study_name=study.study_name, storage=storage_url)
     trial = stored.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
