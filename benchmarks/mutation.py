@@ -73,7 +73,7 @@ class Target:
 MODULES: dict[str, Target] = {
     "initializers": Target(
         sources=(("autoinit/_initializers.py", "autoinit/initializers.py"),),
-        tests=("tests/test_initializers.py",),
+        tests=("tests/test_initializers.py", "tests/test_core_bugs.py"),
     ),
     "apply": Target(
         sources=(("autoinit/_apply.py", "autoinit/apply.py"),),
@@ -83,7 +83,7 @@ MODULES: dict[str, Target] = {
     ),
     "monitor": Target(
         sources=(("autoinit/monitor/_*.py", "autoinit/monitor.py"),),
-        tests=("tests/test_monitor.py", "tests/test_train.py"),
+        tests=("tests/test_monitor.py", "tests/test_train.py", "tests/test_core_bugs.py"),
     ),
     "search": Target(  # duplicates, the budget, worker processes, threads
         sources=(
