@@ -276,8 +276,20 @@ def test_an_unknown_initializer_is_named_as_one():
         get_initializer("xavier_unifrom")
 
 
-def test_a_registered_initializer_keeps_its_aliases():
-    name = f"halfnormal_{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def unique_name():
+    """A registry name no other test uses; removed from the registry (and aliases) afterwards,
+    so that tests listing the registry never see it."""
+    name = f"test_init_{uuid.uuid4().hex[:8]}"
+    yield name
+    registry = importlib.import_module("autoinit.initializers")
+    registry._REGISTRY.pop(name, None)
+    for alias in [a for a, target in registry._ALIASES.items() if target == name]:
+        del registry._ALIASES[alias]
+
+
+def test_a_registered_initializer_keeps_its_aliases(unique_name):
+    name = unique_name
 
     @register_initializer(name, aliases=(f"{name}_alias",))
     def fn(tensor, *, gain, generator):
@@ -289,8 +301,8 @@ def test_a_registered_initializer_keeps_its_aliases():
     assert init.formula == "W ~ N(0, 0.25)"
 
 
-def test_a_registered_initializer_without_a_docstring_has_an_empty_formula():
-    name = f"nodoc_{uuid.uuid4().hex[:8]}"
+def test_a_registered_initializer_without_a_docstring_has_an_empty_formula(unique_name):
+    name = unique_name
 
     @register_initializer(name)
     def fn(tensor, *, gain, generator):
