@@ -71,7 +71,7 @@ def apply(
 
 
 def _batch_for(config: Config, batch: object) -> torch.Tensor | None:
-    """The inputs of ``batch`` when the config's initializer needs them; a clear error if missing."""
+    """The inputs of ``batch`` when the config's initializer needs them; an error if missing."""
     if not get_initializer(config.init).needs_batch:
         return None
     if batch is None:

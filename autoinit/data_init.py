@@ -55,7 +55,7 @@ __all__ = [
 
 
 def input_tensor(batch: Any) -> torch.Tensor:
-    """The model inputs of ``batch``: a tensor, or the first item of an ``(inputs, targets)`` pair."""
+    """The model inputs of ``batch``: a tensor, or the first of an ``(inputs, targets)`` pair."""
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
         batch = batch[0]
     if not isinstance(batch, torch.Tensor):

@@ -17,9 +17,11 @@ from typing import Any
 import optuna
 
 from autoinit import records
+from autoinit._probe import fixed_batch, probe_configs
 from autoinit.models import mlp_factory
 from autoinit.space import Config
-from benchmarks.common import SearchRun, digits, search_configs, sqlite_url, target
+from autoinit.train import prepare_data
+from benchmarks.common import SEED, SearchRun, digits, search_configs, sqlite_url, target
 
 INITS = ("normal", "uniform", "zeros", "default", "kaiming_normal", "xavier_uniform",
          "lecun_normal", "orthogonal")  # fmt: skip
@@ -38,7 +40,7 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         runs[guard].append(
             search_configs(
                 configs, model_fn, (x, y), storage=sqlite_url(workdir / f"{guard}-{repeat}.db"),
-                epochs=epochs, guard=guard, pruner=optuna.pruners.NopPruner(),
+                epochs=epochs, guard=guard, pruner=optuna.pruners.NopPruner(), prescreen=False,
             )  # fmt: skip
         )
     guarded, unguarded = (min(runs[guard], key=lambda r: r.seconds) for guard in (True, False))
@@ -72,13 +74,40 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
             for g, u in zip(guarded.trials(), unguarded.trials())
         },
     }
+    figures.update(_prescreen_figures(configs, model_fn, (x, y), guarded))
     return {
         "figures": figures,
         "targets": [
             target("speedup (without / with guard)", figures["speedup"], ">=", 2.0),
+            target("guard-stopped configs pre-screened", figures["prescreen_recall"], ">=", 0.9),
+            target("top-3 configs pre-screened", figures["prescreen_top3"], "==", 0),
             target("steps of a stopped trial (max)", figures["steps_fraction_max"], "<=", 0.05),
             target("same best config", figures["same_best"], "==", True),
         ],
+    }
+
+
+def _prescreen_figures(configs, model_fn, data, guarded: SearchRun) -> dict[str, Any]:
+    """The step-0 probe of the same 32 configs against what the guard did to them in training.
+
+    The probe sees the search's fixed batch of the same split, so its verdicts are the ones a
+    default search (``prescreen=True``) would act on.
+    """
+    prepared = prepare_data(data, seed=SEED)
+    table = probe_configs(model_fn, fixed_batch(prepared, SEED), configs, prepared.loss_fn,
+                          seed=SEED)  # fmt: skip
+    outcome = {Config.from_dict(t.params): t for t in guarded.trials()}
+    stopped = [c for c in configs if records.prune_kind(outcome[c]) not in (None, "pruner")]
+    screened = {row.config for row in table.collapsed}
+    done = sorted((t for t in guarded.trials() if t.value is not None), key=lambda t: t.value)
+    top3 = [Config.from_dict(t.params) for t in done[:3]]
+    return {
+        "prescreened": len(screened),
+        "prescreen_recall": sum(c in screened for c in stopped) / len(stopped) if stopped else 1.0,
+        "prescreen_missed": [c.label for c in stopped if c not in screened],
+        "prescreen_extra": [c.label for c in configs if c in screened and c not in stopped],
+        "prescreen_top3": sum(c in screened for c in top3),
+        "prescreen_verdicts": {row.config.label: row.verdict.reason for row in table.collapsed},
     }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from autoinit._apply import build
+from autoinit._probe import fixed_batch
 from autoinit.models import mlp_factory
 from autoinit.monitor import DivergenceGuard
 from autoinit.space import Config
@@ -35,7 +36,10 @@ RELU = {i: Config(i, "relu") for i in ("default", "xavier_uniform", "kaiming_nor
 TANH = {i: Config(i, "tanh") for i in ("xavier_uniform", "kaiming_normal")}
 SELU = {i: Config(i, "selu") for i in ("lecun_normal", "kaiming_normal")}
 SIGMOID = {i: Config(i, "sigmoid") for i in ("default", "xavier_uniform", "kaiming_normal")}
-CONFIGS = [*RELU.values(), *TANH.values(), *SELU.values(), *SIGMOID.values()]
+# The data-dependent inits (issue 10): does LSUV or the variance-preserving init rescue sigmoid?
+NEW_INITS = ("lsuv", "variance_preserving")
+NEW = {(i, a): Config(i, a) for i in NEW_INITS for a in ("relu", "tanh", "selu", "sigmoid")}
+CONFIGS = [*RELU.values(), *TANH.values(), *SELU.values(), *SIGMOID.values(), *NEW.values()]
 
 # Accuracy at epoch 10 measured by the prototype in the issue (sigmoid: chance for every init;
 # it gave no figure for kaiming_normal + selu).
@@ -65,8 +69,10 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     data = prepare_data((x, y), seed=SEED)
     model_fn = mlp_factory(x.shape[1], 10, depth=DEPTH, width=WIDTH)
     budget = Budget(epochs=epochs)
+    inputs = fixed_batch(data, SEED)[0]  # the batch a search gives the data-dependent inits
     accuracy = {
-        c.label: [_accuracy(build(model_fn, c, seed=s), data, budget, s) for s in SEEDS]
+        c.label: [_accuracy(build(model_fn, c, seed=s, batch=inputs), data, budget, s)
+                  for s in SEEDS]
         for c in CONFIGS
     }
     means = {label: statistics.fmean(values) for label, values in accuracy.items()}
@@ -94,6 +100,12 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         "orderings": orderings,
         "papers_hold": all(orderings[name] for name in PAPERS),
         "at_chance": all(means[c.label] <= AT_CHANCE for c in chance),
+        # the new inits' rows of the table: does either rescue the 20-layer sigmoid net?
+        "new_inits": {c.label: means[c.label] for c in NEW.values()},
+        "lsuv_rescues_sigmoid": means[NEW["lsuv", "sigmoid"].label] > AT_CHANCE,
+        "variance_preserving_rescues_sigmoid": (
+            means[NEW["variance_preserving", "sigmoid"].label] > AT_CHANCE
+        ),
         "separation_step": _separation_step(curves),
         "eval_every": EVAL_EVERY,
         # the plain loop against train.run, same config and seed: 0 when they agree

@@ -32,6 +32,8 @@ FIELDS = {
         "stopped_by_guard": NUMBER, "stopped_without_guard": NUMBER, "ideal_speedup": NUMBER,
         "steps_fraction_mean": NUMBER, "steps_fraction_max": NUMBER, "best_with_guard": str,
         "best_without_guard": str, "same_best": bool, "trials": dict,
+        "prescreened": NUMBER, "prescreen_recall": NUMBER, "prescreen_missed": list,
+        "prescreen_extra": list, "prescreen_top3": NUMBER, "prescreen_verdicts": dict,
     },
     "efficiency": {
         "grid_trials": NUMBER, "stopped_by_guard": NUMBER, "best": str, "best_value": NUMBER,
@@ -39,7 +41,13 @@ FIELDS = {
         "tpe_trials_median": NUMBER, "tpe_distinct_median": NUMBER,
         "tpe_fraction_of_grid": NUMBER, "tpe_trials": list, "random_trials_median": NUMBER,
         "random_distinct_median": NUMBER, "random_fraction_of_grid": NUMBER,
-        "random_trials": list,
+        "random_trials": list, "grid_steps": NUMBER, "probe_steps": NUMBER,
+        **{f"{s}_{m}_{k}": kind for s in ("tpe", "random")
+           for m in ("plain", "prescreen", "prescreen_random")
+           for k, kind in (("steps", list), ("steps_median", NUMBER),
+                           ("fraction_of_grid_steps", NUMBER))},
+        "prescreen_saving": NUMBER, "prescreen": dict, "probe_rank_correlation": OPTIONAL_NUMBER,
+        "datasets": dict, "top3_prescreened": NUMBER,
     },
     "scaling": {
         "epoch_by_rows": list, "epoch_by_depth": list, "csv": list, "rows_exponent": NUMBER,
@@ -54,7 +62,8 @@ FIELDS = {
     "known": {
         "epochs": NUMBER, "seeds": NUMBER, "accuracy": dict, "orderings": dict,
         "papers_hold": bool, "at_chance": bool, "separation_step": OPTIONAL_NUMBER,
-        "eval_every": NUMBER, "plain_vs_autoinit_max_diff": NUMBER,
+        "eval_every": NUMBER, "plain_vs_autoinit_max_diff": NUMBER, "new_inits": dict,
+        "lsuv_rescues_sigmoid": bool, "variance_preserving_rescues_sigmoid": bool,
     },
     "threads": {
         "seconds_1_threads_idle": NUMBER, "seconds_2_threads_idle": NUMBER,

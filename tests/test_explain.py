@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 from click.testing import CliRunner
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-import optuna
 from autoinit import Config, Ranked, Recommendation, plots, recommend, records
 from autoinit.cli import main
 from autoinit.errors import ConfigError

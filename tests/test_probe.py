@@ -77,7 +77,8 @@ def test_probe_finds_xavier_sigmoid_vanishing_on_a_deep_sigmoid_mlp(deep_data):
 
 
 def test_probe_records_every_figure_per_layer(deep_data):
-    table = probe(mlp_factory(16, 4, depth=3, width=8), deep_data, [Config("kaiming_normal", "tanh")])
+    config = Config("kaiming_normal", "tanh")
+    table = probe(mlp_factory(16, 4, depth=3, width=8), deep_data, [config])
     stats = table[0].stats
     assert [lp.name for lp in stats.layers] == ["0", "2", "4", "6"]
     for lp in stats.layers:
@@ -178,8 +179,10 @@ def test_signal_ratio_beyond_1e4_either_way(stds, kind):
     assert (stop.kind if stop else None) == kind
 
 
-@pytest.mark.parametrize("grads, kind", [((3e-7, 1.0), "vanishing"), ((2e4, 1.0), "exploding"),
-                                          ((2e-4, 1.0), None), ((0.0, 1.0), "vanishing")])  # fmt: skip
+@pytest.mark.parametrize("grads, kind", [
+    ((3e-7, 1.0), "vanishing"), ((2e4, 1.0), "exploding"), ((2e-4, 1.0), None),
+    ((0.0, 1.0), "vanishing"),
+])  # fmt: skip
 def test_gradient_ratio_beyond_1e4_either_way(grads, kind):
     stop = GradientRatio().check(_stats(grads=grads))
     assert (stop.kind if stop else None) == kind

@@ -273,7 +273,8 @@ def measure(
             return
         dead = _dead_fraction(output, _unit_dim(entry.module, output))
         entry.dead = dead if entry.dead is None else max(entry.dead, dead)
-        entry.saturated = max(entry.saturated, _saturated_fraction(output, activation_bounds(module)))
+        saturated = _saturated_fraction(output, activation_bounds(module))
+        entry.saturated = max(entry.saturated, saturated)
 
     names = {id(m): name for name, m in model.named_modules()}
     handles = [
