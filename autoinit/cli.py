@@ -31,6 +31,9 @@ from autoinit.study import display_url
 EPILOG_SEARCH = """\b
 Examples:
   autoinit search --data examples/breast_cancer.csv
+  autoinit search --data examples/digits              # images: a small CNN
+  autoinit search --data examples/waves.npz --model lstm
+  autoinit search --data photos/ --model my_net.py:Net --image-size 32
   autoinit search --data sales.csv --target revenue --trials 80 --epochs 15
   autoinit search --data big.csv --jobs 2 --storage postgresql://me@db/studies
 """
@@ -144,29 +147,39 @@ def main() -> None:
 
 
 @main.command(epilog=EPILOG_SEARCH)
-# No exists=True here: load_csv checks the file and says in one line what is wrong with it.
-@click.option("--data", "data_path", required=True, metavar="FILE", type=click.Path(),
-              help="A CSV file with a header row.")
+# No exists=True here: the readers check the path and say in one line what is wrong with it.
+@click.option("--data", "data_path", required=True, metavar="PATH", type=click.Path(),
+              help="A CSV/TSV file with a header row, a Parquet file, an .npz file (arrays x "
+                   "and y) or .npy file (last column = target), or a folder of images with one "
+                   "subfolder per class.")
 @click.option("--target", default=None, metavar="COL", help="Column to predict [default: last].")
 @click.option("--task", type=click.Choice(["auto", "classification", "regression"]),
               default="auto", show_default=True, help="auto: detected from the target column.")
+@click.option("--model", "model", default=None, metavar="NAME",
+              help="mlp, cnn, gru, lstm, rnn, or your own factory as FILE.py:FACTORY or "
+                   "package.module:FACTORY (FILE.py is run, as Python) [default: mlp for "
+                   "tables, cnn for images, gru for sequences].")
+@click.option("--image-size", default=None, metavar="N|WxH",
+              help="Resize every image to this [default: the most common size, at most 64].")
 @click.option("--trials", default=40, show_default=True, type=click.IntRange(min=1),
               help="Finished trials the study should hold (a rerun resumes up to it).")
 @click.option("--timeout", default=None, type=click.FloatRange(min=0, min_open=True),
               metavar="SECONDS", help="Stop starting new trials after this long.")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1),
               help="Training epochs per trial.")
-@click.option("--depth", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Hidden layers of the MLP.")
-@click.option("--width", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Units per hidden layer.")
+@click.option("--depth", default=None, type=click.IntRange(min=1),
+              help="Hidden layers (mlp), conv blocks (cnn) or recurrent layers [default: 8 for "
+                   "mlp, 4 for cnn, 2 for gru/lstm/rnn].")
+@click.option("--width", default=None, type=click.IntRange(min=1),
+              help="Units (mlp, gru, lstm, rnn) or channels (cnn) per layer [default: 64 for "
+                   "mlp, 16 for cnn, 32 for gru/lstm/rnn].")
 @click.option("--inits", default=None, metavar="A,B", help="Initializers to search [default: all].")
 @click.option("--activations", default=None, metavar="X,Y",
               help="Activations to search [default: all].")
 @storage_option
 @click.option("--study-name", default=None, metavar="NAME",
-              help="The study to create or resume [default: FILE's stem, depth and width, "
-                   "e.g. breast_cancer-8x64].")
+              help="The study to create or resume [default: PATH's stem and the model, "
+                   "e.g. breast_cancer-8x64, digits-cnn4x16].")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes sharing the storage.")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1),
@@ -183,21 +196,25 @@ def main() -> None:
               help="Train every config: do not probe the space at step 0 and skip the collapsed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @_user_errors
-def search(data_path: str, target: str | None, task: str, trials: int, timeout: float | None,
-           epochs: int, depth: int, width: int, inits: str | None, activations: str | None,
+def search(data_path: str, target: str | None, task: str, model: str | None,
+           image_size: str | None, trials: int, timeout: float | None,
+           epochs: int, depth: int | None, width: int | None, inits: str | None,
+           activations: str | None,
            storage: str | None, study_name: str | None, jobs: int, seeds: int, top_k: int,
            device: str, seed: int, no_wait: bool, no_prescreen: bool,
            as_json: bool) -> None:  # fmt: skip
-    """Search initializers x activations for an MLP on a CSV file.
+    """Search initializers x activations for a model on your data.
 
-    The task (classification or regression) is detected from the target column; the model is
-    an MLP of DEPTH x WIDTH, deep enough by default that the init decides whether it trains.
+    The kind of data is detected from PATH: a table (CSV, Parquet), arrays (.npz, .npy) or an
+    image folder. The task (classification or regression) is detected from the targets; the
+    model is --model, by default an MLP for tables, a small CNN for images and a GRU for
+    sequences, deep enough by default that the init decides whether it trains.
     Rerunning the same command resumes the study up to --trials finished trials.
     """
     from autoinit._recommend import confirm_once
     from autoinit._search import prepare_search
-    from autoinit.data import load_csv
-    from autoinit.models import mlp_factory
+    from autoinit.data import load_data
+    from autoinit.models import check_activations, choose_model, is_builtin
     from autoinit.options import SearchOptions
     from autoinit.space import resolve_space
     from autoinit.study import DEFAULT_STORAGE, parse_storage_url
@@ -205,30 +222,40 @@ def search(data_path: str, target: str | None, task: str, trials: int, timeout: 
 
     # Options fail before the data is read (a large file takes a while).
     resolve_space(_names(inits), _names(activations))
+    if model is not None:
+        if is_builtin(model):
+            check_activations(model, _names(activations))
+        else:
+            from autoinit.user_model import parse_spec
+
+            parse_spec(model)  # the file is there (it runs once the data is read)
     resolve_device(device)
     storage_url = storage or DEFAULT_STORAGE
     parse_storage_url(storage_url)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_csv(data_path, target=target, task=task, seed=seed)
-    n_out = data.n_classes if data.task == "classification" else 1
-    name = study_name or f"{Path(data_path).stem}-{depth}x{width}"
+        data = load_data(data_path, target=target, task=task, image_size=image_size, seed=seed)
+    choice = choose_model(model, data, depth=depth, width=width)  # a user's model runs a batch
+    name = study_name or f"{Path(data_path).stem}-{choice.label}"
     options = SearchOptions(
         n_trials=trials, timeout=timeout, epochs=epochs, inits=_tuple(inits),
-        activations=_tuple(activations), task=data.task, storage=storage_url, study_name=name,
-        seed=seed, device=device, n_jobs=jobs, prescreen=not no_prescreen,
+        activations=check_activations(choice.name, _names(activations)), task=data.task,
+        storage=storage_url, study_name=name, seed=seed, device=device, n_jobs=jobs,
+        prescreen=not no_prescreen,
     )  # fmt: skip
     run = prepare_search(  # refuses a study made on other data before anything is printed
-        mlp_factory(data.n_features, n_out, depth=depth, width=width),
-        (data.X_train, data.y_train), (data.X_val, data.y_val), options,
-        data_info=data.fingerprint,
+        choice.model_fn, (data.X_train, data.y_train), (data.X_val, data.y_val), options,
+        data_info={"kind": data.kind, **data.fingerprint},
     )  # fmt: skip
+    if records.STUDY_DATA_KIND not in run.study.user_attrs:
+        run.study.set_user_attr(records.STUDY_DATA_KIND, data.kind)
     _note(f"data: {data.describe()}")
     for line in [*data.notes, f"task: {data.task_reason}"]:
         _note(f"  {line}")
-    for warning in caught:
-        if str(warning.message) not in data.notes:
-            _note(f"warning: {warning.message}")
+    _note(f"model: {run.study.user_attrs.get(records.STUDY_MODEL, choice.name)}")
+    for warning in [*(str(w.message) for w in caught), *choice.warnings]:
+        if warning not in data.notes:
+            _note(f"warning: {warning}")
     progress = _Progress(trials)
     try:
         with _quiet_interrupt(), _sigterm_as_interrupt():

@@ -10,9 +10,9 @@ Curves are downsampled to at most :data:`CURVE_POINTS` points; non-finite values
 ``None`` so that the JSON stays valid for every reader (optuna-dashboard included).
 
 Per study (``study.user_attrs``):
-    autoinit_version, model, data (dict describing the data), data_fingerprint (str), budget
-    (dict), space (dict of inits and activations), task, metric_name, and recommendation (dict,
-    written by recommend).
+    autoinit_version, model, data (dict describing the data), data_kind (str, set by the
+    command line), data_fingerprint (str), budget (dict), space (dict of inits and
+    activations), task, metric_name, and recommendation (dict, written by recommend).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ PID = "pid"
 STUDY_VERSION = "autoinit_version"
 STUDY_MODEL = "model"
 STUDY_DATA = "data"
+STUDY_DATA_KIND = "data_kind"  # "tabular", "images" or "sequences" (autoinit.data.KINDS)
 STUDY_BUDGET = "budget"
 STUDY_TASK = "task"
 STUDY_METRIC_NAME = "metric_name"
@@ -59,6 +60,11 @@ STUDY_DATA_FINGERPRINT = "data_fingerprint"
 STUDY_RECOMMENDATION = "recommendation"
 # {"key": budget, seeds and top-k the stored confirmation was run for, "host", "pid": who ran it}
 STUDY_CONFIRMED = "confirmed"
+
+
+def loss_of(trial: optuna.trial.FrozenTrial) -> float:
+    """A trial's validation loss for sorting: infinite when it has none."""
+    return math.inf if trial.value is None else float(trial.value)
 
 
 def finite_or_none(value: float) -> float | None:
@@ -160,7 +166,7 @@ def trial_counts(study: optuna.Study) -> TrialCounts:
         complete=by_state[state.COMPLETE], pruned=by_state[state.PRUNED],
         failed=by_state[state.FAIL], running=by_state[state.RUNNING],
         waiting=by_state[state.WAITING],
-        stopped={k: kinds[k] for k in (*PRUNE_KINDS, *sorted(set(kinds) - set(PRUNE_KINDS)))
+        stopped={k: kinds[k] for k in (*PRUNE_KINDS, *sorted(str(k) for k in set(kinds) - set(PRUNE_KINDS)))
                  if kinds[k]},
     )  # fmt: skip
 

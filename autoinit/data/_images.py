@@ -1,7 +1,7 @@
 """A folder of images, one subfolder per class (the ImageFolder layout) -> :class:`ArrayData`.
 
-PNG, JPEG, BMP and GIF files are read with Pillow (``pip install 'autoinit[images]'``), in two
-passes over the files, in parallel threads (Pillow decodes without the GIL):
+PNG, JPEG, BMP and GIF files are read with Pillow (a dependency of autoinit), in two passes
+over the files, in parallel threads (Pillow decodes without the GIL):
 
 1. headers only: each image's size and whether it has colour. The size to use is
    ``image_size`` or the most common one, scaled down so that no side exceeds
@@ -57,7 +57,8 @@ def pillow() -> Any:
         from PIL import Image
     except ImportError:
         raise DataError(
-            "reading image folders needs Pillow: pip install 'autoinit[images]' (or pillow)."
+            "reading image folders needs Pillow, which autoinit depends on but this environment "
+            "lacks: pip install pillow."
         ) from None
     return Image
 
