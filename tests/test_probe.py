@@ -134,6 +134,19 @@ def test_saturated_outputs_of_bounded_activations_only():
     assert SaturatedUnits().check(stats).kind == "saturated"
 
 
+def test_reading_an_activations_bounds_inside_the_probe_does_not_count_as_an_output():
+    from autoinit._probe import _stats
+
+    _stats._BOUNDS.clear()  # the first probe of a tanh net reads tanh's bounds in its hook
+    model = build(mlp_factory(8, 3, depth=2, width=16), Config("lsuv", "tanh"), seed=0,
+                  batch=torch.randn(64, 8))  # fmt: skip
+    x, y = toy_classification(n=64, features=8)
+    first = measure(model, x, y, nn.CrossEntropyLoss())
+    again = measure(model, x, y, nn.CrossEntropyLoss())
+    assert first.layers[0].saturated == again.layers[0].saturated
+    assert first.layers[0].saturated < 0.5
+
+
 def test_a_probe_leaves_the_model_and_the_random_state_as_they_were():
     model = build(mlp_factory(8, 3, depth=2, width=8), Config("kaiming_normal", "relu"), seed=1)
     before = [p.detach().clone() for p in model.parameters()]

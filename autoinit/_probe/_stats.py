@@ -180,7 +180,8 @@ def _bounds_of(module: nn.Module) -> tuple[float, float] | None:
     probe = torch.tensor([-1e4, -1e3, 1e3, 1e4], dtype=torch.float64)
     try:
         with torch.no_grad():
-            values = copy.deepcopy(module).to(torch.float64)(probe).tolist()
+            # forward(), not __call__: the copy carries the module's hooks (the probe's too)
+            values = copy.deepcopy(module).to(torch.float64).forward(probe).tolist()
     except Exception:  # noqa: BLE001 - an activation that cannot take this input: unbounded
         return None
     if not all(math.isfinite(v) for v in values):
