@@ -13,6 +13,7 @@ from torch import nn
 
 from autoinit import PYTORCH_DEFAULT, Config, apply, build
 from autoinit._apply import takes_activation
+from autoinit.errors import ConfigError
 from autoinit.initializers import fans
 from autoinit.models import MLP
 
@@ -401,3 +402,40 @@ def test_build_with_default_keeps_pytorch_init():
 )
 def test_takes_activation_is_false_without_the_argument(model_fn):
     assert not takes_activation(model_fn)
+
+
+# --- batch= for the data-dependent initializers ---------------------------------------------------
+
+
+@pytest.mark.parametrize("init", ["lsuv", "variance_preserving"])
+def test_build_passes_the_batch_to_a_data_dependent_init(init):
+    from autoinit.models import mlp_factory
+
+    x = torch.randn(64, 8) * 5
+    model_fn = mlp_factory(8, 3, depth=4, width=16)
+    model = build(model_fn, Config(init, "tanh"), seed=0, batch=(x, torch.zeros(64)))
+    assert 0.5 < float(model[0](x).var()) < 1.5  # scaled on the batch: inputs have Var 25
+    same = build(model_fn, Config(init, "tanh"), seed=0, batch=x)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), same.parameters()))
+    with pytest.raises(ConfigError, match="needs a batch of inputs"):
+        build(model_fn, Config(init, "tanh"), seed=0)
+
+
+def test_the_batch_is_ignored_by_other_inits():
+    x = torch.randn(16, 4)
+    plain = build(ActNet, HE_RELU, seed=3)
+    given = build(ActNet, HE_RELU, seed=3, batch=x)
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), given.parameters()))
+
+
+def test_recommendation_apply_and_build_take_the_batch():
+    from autoinit import Ranked, Recommendation
+    from autoinit.models import mlp_factory
+
+    config = Config("lsuv", "relu")
+    rec = Recommendation(config, (Ranked(config, (0.1,)),), None, (0,), "accuracy")
+    x = torch.randn(32, 8) * 3
+    model = rec.build(mlp_factory(8, 2, depth=3, width=16), batch=x)
+    assert abs(float(model[0](x).var()) - 1) <= 0.1
+    with pytest.raises(ConfigError, match="data-dependent"):
+        rec.apply(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)))
