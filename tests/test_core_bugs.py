@@ -246,20 +246,24 @@ def test_weights_are_drawn_in_float32_whatever_the_default_dtype():
     assert _same(expected, wide)  # the same draws, only widened
 
 
+class _FunctionalNet(nn.Module):
+    """Calls its activation as a function: nothing for apply to swap."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return torch.relu(self.layer(x))
+
+
 def test_a_model_without_activation_modules_is_warned_about_once_per_class():
-    class First(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer = nn.Linear(4, 2)
-
-        def forward(self, x):
-            return torch.relu(self.layer(x))
-
-    class Second(First):
-        pass
-
+    # Fresh class names on each run: the classes already warned about are kept per process.
+    tag = uuid.uuid4().hex[:8]
+    first = type(f"First{tag}", (_FunctionalNet,), {})
+    second = type(f"Second{tag}", (first,), {})
     config = Config("xavier_uniform", "tanh")
-    for cls in (First, Second):
+    for cls in (first, second):
         with pytest.warns(UserWarning, match=rf"^{cls.__name__} has no activation module"):
             apply(cls(), config)
         with warnings.catch_warnings():
