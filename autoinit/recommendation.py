@@ -435,11 +435,11 @@ def _from_trials(study: optuna.Study) -> Recommendation:
     best: dict[Config, optuna.trial.FrozenTrial] = {}
     for trial in complete:
         config = Config.from_dict(trial.params)
-        if config not in best or trial.value < best[config].value:
+        if config not in best or records.loss_of(trial) < records.loss_of(best[config]):
             best[config] = trial
     seed = complete[0].user_attrs.get(records.SEED, 0)
     ranked = {
-        c: Ranked(c, (t.value,), (t.user_attrs.get(records.METRIC),), (None,), (seed,))
+        c: Ranked(c, (records.loss_of(t),), (t.user_attrs.get(records.METRIC),), (None,), (seed,))
         for c, t in best.items()
     }
     ranking = tuple(sorted(ranked.values(), key=lambda r: r.mean))

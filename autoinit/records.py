@@ -62,6 +62,11 @@ STUDY_RECOMMENDATION = "recommendation"
 STUDY_CONFIRMED = "confirmed"
 
 
+def loss_of(trial: optuna.trial.FrozenTrial) -> float:
+    """A trial's validation loss for sorting: infinite when it has none."""
+    return math.inf if trial.value is None else float(trial.value)
+
+
 def finite_or_none(value: float) -> float | None:
     """A JSON-safe float: non-finite values become ``None``."""
     value = float(value)
@@ -161,7 +166,7 @@ def trial_counts(study: optuna.Study) -> TrialCounts:
         complete=by_state[state.COMPLETE], pruned=by_state[state.PRUNED],
         failed=by_state[state.FAIL], running=by_state[state.RUNNING],
         waiting=by_state[state.WAITING],
-        stopped={k: kinds[k] for k in (*PRUNE_KINDS, *sorted(set(kinds) - set(PRUNE_KINDS)))
+        stopped={k: kinds[k] for k in (*PRUNE_KINDS, *sorted(str(k) for k in set(kinds) - set(PRUNE_KINDS)))
                  if kinds[k]},
     )  # fmt: skip
 
