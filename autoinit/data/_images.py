@@ -45,6 +45,8 @@ from autoinit.data._split import check_rows, split
 from autoinit.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Pillow tries only these parsers, whatever a file holds (never, say, EPS, which runs Ghostscript)
+FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 MAX_DEFAULT_SIDE = 64  # the default size is the most common one, scaled down to this at most
 MAX_SIDE = 1024  # --image-size larger than this is refused (the tensors would not fit)
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
@@ -173,8 +175,12 @@ def load_image_folder(
             f"skipped {len(failed)} unreadable image(s) of {len(files.paths)} (e.g. "
             f"{_relative(files.paths[first], folder)!r}: {failed[first]})"
         )
-    codes_all = files.codes[readable]
-    codes = codes_all[rows]
+    digest = hashlib.sha256(repr((size, mode)).encode())
+    for k, i in enumerate(readable):
+        digest.update(f"{_relative(files.paths[i], folder)}\0{files.codes[i]}\0".encode())
+        digest.update(results[k][1])
+    codes = files.codes[readable][rows]
+    del headers, results  # a few hundred bytes per image: not needed past here
     present = np.unique(codes)
     if len(present) < 2:
         raise DataError(
@@ -197,10 +203,6 @@ def load_image_folder(
               "mean and std")  # fmt: skip
     X_train = _fill(pixels, rows[train_idx], luts)
     X_val = _fill(pixels, rows[val_idx], luts)
-    digest = hashlib.sha256(repr((size, mode)).encode())
-    for k, i in enumerate(readable):
-        digest.update(f"{_relative(files.paths[i], folder)}\0{files.codes[i]}\0".encode())
-        digest.update(results[k][1])
     notes.emit_warnings(stacklevel=3)
     return ArrayData(
         kind="images",
@@ -335,7 +337,7 @@ def _header(Image: Any, path: Path) -> tuple[tuple[int, int], bool] | str:
     """``((width, height), has_colour)`` of an image file, or why it cannot be read. Only the
     header is parsed here (a corrupt body is found when decoding)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=FORMATS) as image:
             return image.size, _has_colour(image)
     except Exception as error:  # noqa: BLE001 - any failure of Pillow's parsers: skip the file
         return _reason(error)
@@ -360,7 +362,7 @@ def _decode(
     try:
         data = path.read_bytes()
         digest = hashlib.sha256(data).digest()
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             if image.format == "JPEG":
                 image.draft(mode, size)  # let the decoder shrink large JPEGs by 1/2 to 1/8
             image.load()
@@ -428,8 +430,9 @@ def _lookup_tables(pixels: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
     training mean and std from histograms, over ``[0, 1]`` pixels."""
     channels = pixels.shape[1]
     counts = np.zeros((channels, 256), dtype=np.int64)
-    for start in range(0, len(train_rows), _limits.BLOCK_ROWS):
-        block = pixels[np.sort(train_rows[start : start + _limits.BLOCK_ROWS])]
+    step = _block_images(pixels)  # bincount makes an int64 copy of what it counts
+    for start in range(0, len(train_rows), step):
+        block = pixels[np.sort(train_rows[start : start + step])]
         for c in range(channels):
             counts[c] += np.bincount(block[:, c].reshape(-1), minlength=256)
     levels = np.arange(256) / 255.0
@@ -441,13 +444,18 @@ def _lookup_tables(pixels: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
     return ((levels - mean[:, None]) / std[:, None]).astype(np.float32)
 
 
+def _block_images(pixels: np.ndarray) -> int:
+    """Images per block: about 1M pixel values (8 MB as the int64 that bincount counts)."""
+    return max(1, (_limits.BLOCK_ROWS * 16) // max(1, pixels[0].size))
+
+
 def _fill(pixels: np.ndarray, rows: np.ndarray, luts: np.ndarray) -> torch.Tensor:
     """The images ``rows`` as one normalised float32 tensor, written block by block."""
     out = torch.empty((len(rows), *pixels.shape[1:]), dtype=torch.float32)
     view = out.numpy()
-    step = max(1, _limits.BLOCK_ROWS * 64 // max(1, pixels[0].size))  # ~4M pixels at a time
+    step = _block_images(pixels)
     for start in range(0, len(rows), step):
         block = pixels[rows[start : start + step]]
-        for c in range(pixels.shape[1]):
-            view[start : start + len(block), c] = luts[c][block[:, c]]
+        for c in range(pixels.shape[1]):  # written in place: no float32 temporary
+            np.take(luts[c], block[:, c], out=view[start : start + len(block), c], mode="clip")
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,7 @@ def load_parquet(
         values, classes = regression_values(y, target, name), None
     del y
     train_idx, val_idx = split(values, task, val_fraction, seed, notes)
-    X_train, X_val, feature_names = preprocess(features, train_idx, val_idx)
+    X_train, X_val, feature_names = _preprocess(features, train_idx, val_idx, name)
     if task == "classification":
         target_mean = target_scale = None
         y_train, y_val = torch.from_numpy(values[train_idx]), torch.from_numpy(values[val_idx])
@@ -197,6 +198,14 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     if not categorical:
         return frame
     return frame.assign(**{c: frame[c].astype(object) for c in categorical})
+
+
+def _preprocess(features: Any, train_idx: Any, val_idx: Any, name: str) -> Any:
+    """The CSV path's :func:`preprocess`, which takes the file's name in newer versions (its
+    signature is the CSV reader's to change)."""
+    if "name" in inspect.signature(preprocess).parameters:
+        return preprocess(features, train_idx, val_idx, name)
+    return preprocess(features, train_idx, val_idx)
 
 
 def _layout(**values: Any) -> Layout:
