@@ -69,22 +69,53 @@ class Target:
         return [t for t in self.tests if (root / t.split("::")[0]).exists()]
 
 
+def _bugs(*names: str) -> tuple[str, ...]:
+    """Tests of ``tests/test_core_bugs.py`` by name (its searches are too slow to run for every
+    mutant of a module they only pass through)."""
+    return tuple(f"tests/test_core_bugs.py::{name}" for name in names)
+
+
 # The core, and the tests that exercise each part. Module names list the private spelling
 # (``_search.py``) next to the public one, so a rename needs no change here.
 MODULES: dict[str, Target] = {
     "initializers": Target(
         sources=(("autoinit/_initializers.py", "autoinit/initializers.py"),),
-        tests=("tests/test_initializers.py", "tests/test_core_bugs.py"),
+        tests=("tests/test_initializers.py", *_bugs(
+            "test_an_unknown_initializer_is_named_as_one",
+            "test_a_registered_initializer_keeps_its_aliases",
+            "test_a_registered_initializer_without_a_docstring_has_an_empty_formula",
+            "test_every_initializer_draws_from_the_generator_only",
+        )),
     ),
     "apply": Target(
         sources=(("autoinit/_apply.py", "autoinit/apply.py"),),
-        tests=("tests/test_apply.py", "tests/test_core_bugs.py"),
+        tests=("tests/test_apply.py", *_bugs(
+            "test_apply_and_build_default_to_seed_0",
+            "test_build_seeds_the_weights_of_a_model_fn_without_activation",
+            "test_build_leaves_fixed_activations_of_a_model_fn_that_takes_one",
+            "test_weights_are_drawn_in_float32_whatever_the_default_dtype",
+            "test_a_model_without_activation_modules_is_warned_about_once_per_class",
+        )),
         # It checks a warning's stacklevel; the trampoline adds frames between test and apply.
         deselect=("tests/test_apply.py::test_functional_activations_warn_once_per_class",),
     ),
     "monitor": Target(
         sources=(("autoinit/monitor/_*.py", "autoinit/monitor.py"),),
-        tests=("tests/test_monitor.py", "tests/test_train.py", "tests/test_core_bugs.py"),
+        tests=("tests/test_monitor.py", "tests/test_train.py", *_bugs(
+            "test_the_default_rules_and_guard_read_back_with_their_options",
+            "test_bad_guard_options_are_refused_with_the_value",
+            "test_guard_options_just_inside_their_limits_are_accepted",
+            "test_rules_fire_only_strictly_past_their_bound",
+            "test_growth_is_measured_against_the_first_steps_and_a_rising_loss",
+            "test_loss_bound_keeps_its_own_classes_and_patient_passes_them_on",
+            "test_from_option_gives_each_guard_the_trial_and_its_own_rules",
+            "test_steps_without_gradients_skip_quiet_losses_and_keep_the_first_loss",
+            "test_step_stats_measure_the_first_and_last_weight_layers",
+            "test_the_worst_layer_is_the_largest_norm_or_the_first_non_finite",
+            "test_symmetry_is_judged_on_hidden_matrices_with_several_units",
+            "test_the_signal_probe_skips_outputs_without_a_spread",
+            "test_raise_diverged_stores_the_reason_and_raises_it",
+        )),
     ),
     "search": Target(  # duplicates, the budget, worker processes, threads
         sources=(
