@@ -385,6 +385,10 @@ BAD_FILES = {
         b"a,b,label\n1,2,0\n3,4,1\n5,6,7,0\n" + b"1,2,1\n" * 20,
         "data.csv: line 4 has 4 fields but the header has 3",
     ),
+    "extra field in the first row": (  # pandas dropped it with a warning
+        b"a,b,label\n1,2,0,9\n" + b"1,2,1\n" * 20,
+        "data.csv: line 2 has 4 fields but the header has 3",
+    ),
     "open quote": (b'a,label\n1,0\n"2,1\n' + b"3,0\n" * 20, "data.csv cannot be parsed as CSV"),
     "duplicate names": (b"a,a,label\n" + b"1,2,0\n" * 20, "duplicate column names: 'a'"),
     "one column": (b"label\n" + b"1\n" * 20, "only the column 'label'"),
@@ -546,6 +550,55 @@ def test_pieces_are_cut_at_line_ends_and_hashed_whole(tmp_path):
         pieces = list(_reading._pieces(f, digest, 16))
     assert b"".join(pieces) == content and digest.hexdigest() == hashlib.sha256(content).hexdigest()
     assert all(p.endswith(b"\n") for p in pieces[:-1]) and len(pieces) > 20
+
+
+ALIGNED_ROWS, UNLABELLED = 300, {0: "", 1: "inf", 2: "-inf", 3: "nan"}  # by row % 9
+DROPPED = sum(i % 9 in UNLABELLED for i in range(ALIGNED_ROWS))  # 135
+
+
+def _feature_equals_target(task: str) -> str:
+    """A feature column equal to the target on every row that has one; rows whose target is
+    missing or infinite have a feature far away from every kept value."""
+    rows = []
+    for i in range(ALIGNED_ROWS):
+        value = f"{i % 3}" if task == "classification" else f"{i * 0.5}"
+        colour = "red" if i % 2 else "blue"
+        if i % 9 in UNLABELLED:
+            rows.append(f"{-1000 - i},{colour},{UNLABELLED[i % 9]}")
+        else:
+            rows.append(f"{value},{colour},{value}")
+    return "x,colour,y\n" + "\n".join(rows) + "\n"
+
+
+def _assert_aligned(data: TabularData) -> None:
+    x = torch.cat([data.X_train, data.X_val])[:, 0].double().numpy()
+    y = torch.cat([data.y_train, data.y_val]).double().numpy().reshape(-1)
+    assert len(x) == len(y) == ALIGNED_ROWS - DROPPED
+    if data.task == "classification":  # each class has one feature value, a different one
+        values = [set(np.round(x[y == c], 5)) for c in range(data.n_classes)]
+        assert all(len(v) == 1 for v in values) and len(set.union(*values)) == data.n_classes
+    else:  # both standardized: the feature is an exact affine function of the target
+        slope, intercept = np.polyfit(y, x, 1)
+        assert slope > 0 and np.abs(x - (slope * y + intercept)).max() < 1e-4
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_features_stay_aligned_with_targets_when_rows_are_dropped(
+    tmp_path, monkeypatch, task, threads
+):
+    path = write(tmp_path, _feature_equals_target(task))
+    with monkeypatch.context() as whole_file:
+        whole_file.setattr(_reading, "_read_pieces", _unsplittable)
+        whole = load_csv(path)
+    assert f"dropped {DROPPED} rows with a missing target 'y'" in whole.notes
+    _assert_aligned(whole)
+    monkeypatch.setattr(_limits, "READ_BLOCK_BYTES", 97)  # pieces of a few lines
+    monkeypatch.setattr(_limits, "MIN_PIECE_BYTES", 97)
+    monkeypatch.setattr(_limits, "worker_threads", lambda: threads)
+    pieces = load_csv(path)
+    _assert_aligned(pieces)
+    _assert_same(pieces, whole)
 
 
 def test_errors_in_later_pieces_name_the_right_line(tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ class Features:
             return np.take(self.block, block_rows, axis=0, out=out, mode="clip")
         if out is None:
             out = np.empty((len(rows), len(self.sources)), dtype=np.float32)
-        gathered = self.block[block_rows] if self.block.shape[1] else None
+        gathered = self.block[block_rows] if self.block.shape[1] else self.block
         for j, source in enumerate(self.sources):
             out[:, j] = gathered[:, source] if isinstance(source, int) else source[rows]
         return out
@@ -70,7 +70,9 @@ def feature_table(
     others = table.others if kept is None else table.others.iloc[kept].reset_index(drop=True)
     in_block = {col: j for j, col in enumerate(table.numeric)}
     stats = _block_stats(table, kept)
-    numeric, sources, texts = [], [], {}
+    numeric: list[str] = []
+    sources: list[int | np.ndarray] = []
+    texts: dict[str, pd.Series] = {}
     for col in columns:
         if col in in_block:
             j = in_block[col]

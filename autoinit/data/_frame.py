@@ -53,6 +53,7 @@ class Piece:
     rows: int
     values: np.ndarray
     others: pd.DataFrame
+    kinds: dict[str, str]  # per column of ``others``: see column_kind
     finite: np.ndarray
     junk: dict[int, tuple[np.ndarray, list]]
     inf_rows: np.ndarray
@@ -72,10 +73,13 @@ def split_frame(frame: pd.DataFrame, layout: Layout) -> Piece:
     Raises:
         NotNumeric: a numeric column of the layout cannot be (see :func:`can_be_numeric`).
     """
+    frame = _tidied(frame)
     junk: dict[int, tuple[np.ndarray, list]] = {}
     with np.errstate(over="ignore"):  # thread-local; beyond float32 -> inf -> missing
         if all(is_float_or_int(frame[col].dtype) for col in layout.numeric):
             values = frame[layout.numeric].to_numpy(dtype=np.float32)
+            if not values.flags.writeable:  # a view of float32 columns (the whole-file read)
+                values = row_major([frame[col].to_numpy() for col in layout.numeric], len(frame))
         else:
             arrays = []
             for j, col in enumerate(layout.numeric):
@@ -99,15 +103,70 @@ def split_frame(frame: pd.DataFrame, layout: Layout) -> Piece:
         if infinite.any():
             inf_rows, inf_cols = np.nonzero(infinite)
             values[infinite] = np.nan
+    others = frame[layout.others]
     return Piece(
         rows=len(frame),
         values=values,
-        others=frame[layout.others],
+        others=others,
+        kinds={col: column_kind(others[col]) for col in layout.others},
         finite=len(frame) - counts,
         junk=junk,
         inf_rows=inf_rows,
         inf_cols=inf_cols,
     )
+
+
+def _tidied(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with :func:`tidy` applied to its text columns (unchanged if none change)."""
+    tidied = {col: tidy(frame[col]) for col in frame.columns if is_text(frame[col])}
+    changed = {col: series for col, series in tidied.items() if series is not frame[col]}
+    return frame.assign(**changed) if changed else frame
+
+
+# read_csv's default na_values (its documentation lists them)
+NA_STRINGS = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)  # fmt: skip
+
+
+def tidy(series: pd.Series) -> pd.Series:
+    """A text column as ``read_csv`` reads it when nothing goes wrong.
+
+    An integer past 64 bits makes pandas read its whole column as text (or as Python ints),
+    with missing cells as written (``""``, ``"NA"``): in some pieces of a file and not in
+    others. Here they become missing, and a column of numbers becomes numbers again.
+    """
+    if not is_text(series):
+        return series
+    missing = series.isin(NA_STRINGS)
+    if missing.any():
+        series = series.mask(missing)
+    kind = "string" if not pd.api.types.is_object_dtype(series) else (
+        pd.api.types.infer_dtype(series, skipna=True)
+    )  # fmt: skip
+    if kind in ("string", "integer", "floating", "mixed-integer-float"):
+        try:
+            numbers = pd.to_numeric(series)  # raises at the first word: cheap for real text
+        except (ValueError, TypeError):
+            return series
+        return numbers.astype(np.float64) if numbers.dtype == object else numbers  # big ints
+    return series
+
+
+def column_kind(series: pd.Series) -> str:
+    """What pandas made of a column: ``"empty"``, ``"bool"``, ``"number"``, ``"text"``, or
+    ``"mixed"`` (types inferred chunk by chunk, e.g. numbers and then text)."""
+    if series.isna().all():
+        return "empty"
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return "bool"
+    if is_float_or_int(series.dtype):
+        return "number"
+    if pd.api.types.is_string_dtype(series.dtype) and not pd.api.types.is_object_dtype(series):
+        return "text"
+    inferred = pd.api.types.infer_dtype(series, skipna=True)
+    return {"string": "text", "boolean": "bool"}.get(inferred, "mixed")
 
 
 class Assembler:
@@ -130,6 +189,8 @@ class Assembler:
         self.inf_rows: list[np.ndarray] = []
         self.inf_cols: list[np.ndarray] = []
         self.others: list[pd.DataFrame] = []
+        self.kinds: dict[str, set[str]] = {col: set() for col in layout.others}
+        self.text_dtypes: dict[str, object] = {}
 
     def add(self, piece: Piece, n_bytes: int) -> None:
         """Append ``piece``, which held ``n_bytes`` of the file."""
@@ -138,8 +199,8 @@ class Assembler:
         if start == 0 and piece.values.flags.c_contiguous:
             self.block = piece.values  # the first piece: no copy (the whole file, if read whole)
         elif end > len(self.block):
-            rows = math.ceil(1.05 * end * self.file_bytes / max(self.read_bytes, 1)) + 1024
-            grown = empty_float32(max(rows, end), self.block.shape[1])
+            expected = math.ceil(1.05 * end * self.file_bytes / max(self.read_bytes, 1)) + 1024
+            grown = empty_float32(max(expected, end), self.block.shape[1])
             grown[:start] = self.block[:start]
             self.block = grown
         if self.block is not piece.values:
@@ -152,7 +213,18 @@ class Assembler:
             self.inf_rows.append(piece.inf_rows + start)
             self.inf_cols.append(piece.inf_cols)
         self.others.append(piece.others)
+        for col, kind in piece.kinds.items():
+            self.kinds[col].add(kind)
+            if kind == "text":
+                self.text_dtypes[col] = piece.others[col].dtype
         self.rows = end
+
+    def mixed(self) -> list[str]:
+        """The other columns whose type pandas inferred differently in different rows (numbers
+        here, text or booleans there): one ``read_csv`` call over every row would have read
+        them as text, which only the file itself still holds."""
+        kinds = self.kinds.items()
+        return [col for col, seen in kinds if len(seen - {"empty"}) > 1 or "mixed" in seen]
 
     def mostly_text(self) -> list[str]:
         """The block columns whose present values are mostly junk: text columns after all,
@@ -167,9 +239,15 @@ class Assembler:
         return text
 
     def finish(self, sha256: str) -> Table:
-        others = pd.concat(self.others, ignore_index=True) if len(self.others) > 1 else (
-            self.others[0].reset_index(drop=True)
-        )  # fmt: skip
+        # a piece of no rows (the header alone) has text columns: it must not make others text
+        parts = [part for part in self.others if len(part)] or self.others[:1]
+        if len(parts) > 1:
+            others = pd.concat(parts, ignore_index=True)
+            for col, dtype in self.text_dtypes.items():  # text and empty pieces: text
+                if others[col].dtype != dtype and self.kinds[col] <= {"text", "empty"}:
+                    others[col] = others[col].astype(dtype)
+        else:
+            others = parts[0].reset_index(drop=True)
         return Table(
             rows=self.rows,
             sha256=sha256,

@@ -15,8 +15,9 @@ import pandas as pd
 
 from autoinit.data import _limits
 from autoinit.data._dtypes import is_number
-from autoinit.data._notes import Notes
+from autoinit.data._notes import Notes, listing
 from autoinit.data._read_csv import read_csv
+from autoinit.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Layout:
     numeric: list[str]  # feature columns numeric in the sample: parsed into the float32 block
     others: list[str]  # the target and every other kept column: kept as pandas columns
     features: list[str]  # the feature columns in file order
+    fields: int  # fields a row may have: more than the names if the first data row has more
 
     def without(self, numeric: Collection[str]) -> Layout:
         """This layout with the ``numeric`` columns kept as pandas columns instead."""
@@ -53,6 +55,11 @@ def read_layout(
             options["decimal"], sample = ",", comma
             notes.add("decimal separator: comma (1,5 means 1.5)")
     names = list(sample.columns)
+    if target not in names:  # the csv module and pandas read the header differently
+        raise DataError(
+            f"{name}: pandas reads the header as {listing(names)}, without the target "
+            f"{target!r}; check the header row's quotes and delimiters."
+        )
     unnamed = _unnamed(names, header)
     for col in unnamed:
         position = names.index(col) + 1
@@ -70,7 +77,19 @@ def read_layout(
         numeric=numeric,
         others=[c for c in names if c not in numeric and c not in unnamed],
         features=[c for c in names if c != target and c not in unnamed],
+        fields=len(names) + _extra_fields(path, name, {**options, **first}),
     )
+
+
+def _extra_fields(path: Path, name: str, options: dict) -> int:
+    """How many fields the first data row has past the header's.
+
+    pandas' parser takes that row's width as the width of every later row (a trailing
+    delimiter on every row, say), and drops the extra fields if they are empty. Read with
+    ``index_col=None``, the extra fields become the index.
+    """
+    frame = read_csv(path, name, **{**options, "index_col": None, "nrows": 1})
+    return 0 if isinstance(frame.index, pd.RangeIndex) else frame.index.nlevels
 
 
 def _unnamed(names: list[str], header: list[str]) -> list[str]:

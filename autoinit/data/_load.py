@@ -22,8 +22,7 @@ from autoinit.data._target import (
     detect_task,
     encode_classes,
     regression_values,
-    standardize_stats,
-    standardized,
+    standardize,
 )
 from autoinit.errors import DataError
 
@@ -90,14 +89,14 @@ def load_csv(
         values, classes = regression_values(y, target, name), None
     del y
     train_idx, val_idx = split(values, task, val_fraction, seed, notes)
-    X_train, X_val, feature_names = preprocess(features, train_idx, val_idx)
+    X_train, X_val, feature_names = preprocess(features, train_idx, val_idx, name)
     if task == "classification":
         target_mean = target_scale = None
         y_train, y_val = torch.from_numpy(values[train_idx]), torch.from_numpy(values[val_idx])
     else:
-        target_mean, target_scale = standardize_stats(values[train_idx], target, name)
-        y_train = standardized(values[train_idx], target_mean, target_scale)
-        y_val = standardized(values[val_idx], target_mean, target_scale)
+        target_mean, target_scale, y_train, y_val = standardize(
+            values[train_idx], values[val_idx], target, name
+        )
     notes.emit_warnings(stacklevel=2)
     return TabularData(
         X_train=X_train,

@@ -47,6 +47,6 @@ class Notes:
 
 def listing(names: Iterable[object]) -> str:
     """Names for a message, quoted: ``'a', 'b'``; past :data:`_MAX_LISTED`, ``and N more``."""
-    names = [repr(str(n)) for n in names]
-    more = f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
-    return ", ".join(names[:_MAX_LISTED]) + more
+    quoted = [repr(str(n)) for n in names]
+    more = f" and {len(quoted) - _MAX_LISTED} more" if len(quoted) > _MAX_LISTED else ""
+    return ", ".join(quoted[:_MAX_LISTED]) + more

@@ -20,6 +20,8 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, RobustScal
 from autoinit.data import _limits
 from autoinit.data._arrays import empty_float32
 from autoinit.data._columns import Features
+from autoinit.data._notes import listing
+from autoinit.errors import DataError
 
 
 def preprocessor(numeric: list[str], categorical: list[str]) -> ColumnTransformer:
@@ -46,22 +48,34 @@ def clip_outliers(X: np.ndarray) -> np.ndarray:
 
 
 def preprocess(
-    features: Features, train_idx: np.ndarray, val_idx: np.ndarray
+    features: Features, train_idx: np.ndarray, val_idx: np.ndarray, name: str
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Fit on training rows only, then transform both splits into float32 tensors.
 
     ``train_idx`` is already shuffled, so its first :data:`~._limits.FIT_ROWS` rows are a
-    random sample to fit on; for most files that is all of them.
+    random sample to fit on; for most files that is all of them. Columns without a value in
+    those rows are left out: nothing can be learnt of them.
 
     Returns:
         ``(X_train, X_val, feature_names)``.
+
+    Raises:
+        DataError: no feature column has a value in the rows fitted on.
     """
-    transformer = preprocessor(features.numeric, features.categorical)
+    fit_rows = features.frame(train_idx[: _limits.FIT_ROWS])
+    observed = set(fit_rows.columns[fit_rows.notna().any().to_numpy()])
+    numeric = [c for c in features.numeric if c in observed]
+    categorical = [c for c in features.categorical if c in observed]
+    if not numeric and not categorical:
+        raise DataError(
+            f"{name}: no training row has a value in the feature columns "
+            f"({listing(features.numeric + features.categorical)}); add rows with values."
+        )
+    transformer = preprocessor(numeric, categorical)
     with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
-        # sklearn warns of categories unseen in the fit rows (encoded as zeros, as intended) and
-        # of columns empty there (left out)
+        # sklearn warns of categories unseen in the fit rows: encoded as zeros, as intended
         warnings.simplefilter("ignore", UserWarning)
-        transformer.fit(features.frame(train_idx[: _limits.FIT_ROWS]))
+        transformer.fit(fit_rows)
         names = [
             str(out)
             for label, step, cols in transformer.transformers_
@@ -85,8 +99,14 @@ def transform(
     """
     steps = transformer.named_transformers_
     numeric, categorical = steps.get("numeric"), steps.get("categorical")
-    used = ~np.isnan(numeric[0].statistics_) if numeric is not None else np.zeros(0, bool)
-    n_numeric = int(used.sum())  # SimpleImputer leaves out columns that were empty when fit
+    columns = {label: list(cols) for label, _, cols in transformer.transformers_}
+    medians = numeric[0].statistics_ if numeric is not None else np.zeros(0)
+    # the columns fitted: SimpleImputer also leaves out those that were empty when fit
+    fitted = {col for col, m in zip(columns.get("numeric", []), medians) if not np.isnan(m)}
+    used = np.array([col in fitted for col in features.numeric], dtype=bool)
+    medians = medians[~np.isnan(medians)]
+    n_numeric = int(used.sum())
+    texts = features.texts[columns["categorical"]] if categorical is not None else None
     out = empty_float32(len(rows), width)
     block_rows = _limits.BLOCK_ROWS
 
@@ -97,11 +117,11 @@ def transform(
             direct = used.all() and n_numeric == width  # write straight into the output
             X = features.numbers(block, out=part if direct else None)
             X = X if used.all() else X[:, used]
-            _impute_and_scale(X, numeric[0].statistics_[used], numeric[1])
+            _impute_and_scale(X, medians, numeric[1])
             if not direct:
                 part[:, :n_numeric] = X
-        if categorical is not None:
-            part[:, n_numeric:] = categorical.transform(features.texts.iloc[block])
+        if texts is not None:
+            part[:, n_numeric:] = categorical.transform(texts.iloc[block])
 
     starts = range(0, len(rows), block_rows)
     threads = min(_limits.worker_threads(), len(starts))

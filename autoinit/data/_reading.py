@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from autoinit.data import _limits
-from autoinit.data._frame import Assembler, Table, can_be_numeric, split_frame
+from autoinit.data._frame import Assembler, Table, can_be_numeric, split_frame, tidy
 from autoinit.data._layout import Layout
-from autoinit.data._read_csv import read_csv
+from autoinit.data._read_csv import EXTRA_FIELDS, read_csv
 from autoinit.errors import DataError
 
 
@@ -37,12 +37,19 @@ def read_table(path: Path, name: str, layout: Layout) -> Table:
         DataError: the file cannot be parsed as CSV (the message names the line if pandas does).
     """
     try:
-        return _read_pieces(path, layout)
+        table, sha256 = _read_pieces(path, layout)
     except _Unsplittable:
-        return _read_whole(path, name, layout)
+        table, sha256 = _read_whole(path, name, layout)
+    result = table.finish(sha256)
+    if mixed := table.mixed():
+        options = dict(layout.options, encoding="utf-8-sig", skipinitialspace=True)
+        texts = read_csv(path, name, usecols=mixed, dtype=str, **options)
+        for col in mixed:
+            result.others[col] = tidy(texts[col]).to_numpy()
+    return result
 
 
-def _read_pieces(path: Path, layout: Layout) -> Table:
+def _read_pieces(path: Path, layout: Layout) -> tuple[Assembler, str]:
     """Parse the file up to :data:`~._limits.READ_BLOCK_BYTES` at a time, in parallel threads
     (pandas' parser releases the GIL), hashing each piece as it is read.
 
@@ -60,6 +67,7 @@ def _read_pieces(path: Path, layout: Layout) -> Table:
     with path.open("rb") as f, warnings.catch_warnings():
         # per-chunk type inference mixes types in a column (handled later): don't warn of it
         warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+        warnings.filterwarnings("error", EXTRA_FIELDS, pd.errors.ParserWarning)  # data lost
         pieces = _pieces(f, digest, piece_bytes)
         if threads == 1:
             for index, data in enumerate(pieces):
@@ -85,7 +93,7 @@ def _read_pieces(path: Path, layout: Layout) -> Table:
     if text := table.mostly_text():
         # decided on the whole column, as a whole read does
         raise _Unsplittable(f"columns {text} are mostly text")
-    return table.finish(digest.hexdigest())
+    return table, digest.hexdigest()
 
 
 def _pieces(f, digest, size: int) -> Iterator[bytes]:
@@ -118,15 +126,31 @@ def _parse_piece(data: bytes, first: bool, layout: Layout):
                 if list(frame.columns) != layout.names:
                     raise _Unsplittable("the columns differ from the sample's")
             else:
-                frame = pd.read_csv(
-                    io.BytesIO(data), header=None, names=layout.names, encoding="utf-8", **options
-                )
+                frame = pd.read_csv(io.BytesIO(data), header=None, encoding="utf-8", **options)
+                frame = _named(frame, layout)
             return split_frame(frame, layout)
-    except (ValueError, OverflowError) as err:  # parser errors, bad UTF-8, a misparsed piece
+    # parser errors, bad UTF-8, a misparsed piece, fields past the header's
+    except (ValueError, OverflowError, pd.errors.ParserWarning) as err:
         raise _Unsplittable(str(err)) from None
 
 
-def _read_whole(path: Path, name: str, layout: Layout) -> Table:
+def _named(frame: pd.DataFrame, layout: Layout) -> pd.DataFrame:
+    """A later piece, parsed without names, named as the file's columns.
+
+    pandas takes the width of a piece's first row as the width of the rest, as it takes the
+    first data row's for the whole file; pieces that start wider or narrower than that (a
+    stray delimiter, a short row) are left to the whole-file read, which judges them in place.
+    """
+    names, width = layout.names, frame.shape[1]
+    if width != len(names):
+        extra = frame.iloc[:, len(names) :]
+        if width > layout.fields or width < len(names) or extra.notna().any().any():
+            raise _Unsplittable(f"a piece starts with a row of {width} fields")
+        frame = frame.iloc[:, : len(names)]
+    return frame.set_axis(names, axis=1)
+
+
+def _read_whole(path: Path, name: str, layout: Layout) -> tuple[Assembler, str]:
     """The whole file in one ``read_csv`` call: for files with quoted line breaks across
     pieces, or text in a column that the sample found numeric; its errors name the right line.
 
@@ -144,7 +168,7 @@ def _read_whole(path: Path, name: str, layout: Layout) -> Table:
     if text := table.mostly_text():
         table = Assembler(layout.without(text), 0)
         table.add(split_frame(frame, table.layout), 0)
-    return table.finish(sha256.result())
+    return table, sha256.result()
 
 
 def _read_frame(path: Path, name: str, options: dict) -> pd.DataFrame:

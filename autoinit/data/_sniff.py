@@ -75,13 +75,14 @@ def _read_sample(path: Path) -> tuple[str, bool]:
         text = decoder.decode(raw[: _limits.SAMPLE_BYTES], final=not truncated)
     except UnicodeDecodeError as err:
         raise not_utf8(name, err) from None
-    return text, truncated
+    # pandas' parser skips a BOM at the start of what it is given: one more after the codec's
+    return text.removeprefix("\ufeff"), truncated
 
 
 def _records(text: str, delimiter: str, truncated: bool) -> list[list[str]]:
     """The first complete records of the sample, split the way ``csv`` (and pandas) would;
     blank lines are skipped, as pandas does."""
-    rows = []
+    rows: list[list[str]] = []
     lines = io.StringIO(text, newline="")  # keep "\r", "\n" and "\r\n" for csv to split on
     reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
     try:

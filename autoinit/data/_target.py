@@ -112,8 +112,10 @@ def clean_target(y: pd.Series, name: str, notes: Notes) -> pd.Series:
 def check_varies(y: pd.Series, name: str) -> None:
     """A target with one value leaves nothing to predict."""
     if y.nunique() < 2:
+        value = y.iloc[0]
+        value = value.item() if isinstance(value, np.generic) else value  # 0.0, not np.float64
         raise DataError(
-            f"target {y.name!r} in {name} has a single value ({y.iloc[0]!r}), so there is "
+            f"target {y.name!r} in {name} has a single value ({value!r}), so there is "
             "nothing to predict; choose another column with --target."
         )
 
@@ -132,25 +134,47 @@ def regression_values(y: pd.Series, target: str, name: str) -> np.ndarray:
     """The target as float64; text in it is an error that suggests classification."""
     if is_number(y.dtype):
         return y.to_numpy(dtype=np.float64)
-    example = y[pd.to_numeric(y, errors="coerce").isna()].iloc[0]
+    numbers = pd.to_numeric(y, errors="coerce")
+    if numbers.notna().all():  # read as objects, yet numbers (booleans with gaps, say)
+        return numbers.to_numpy(dtype=np.float64)
+    example = y[numbers.isna()].iloc[0]
     raise DataError(
         f"target {target!r} in {name} must be numeric for regression but holds text such as "
         f"{example!r}; clean the column, or use task 'classification' if it holds class labels."
     )
 
 
-def standardize_stats(y: np.ndarray, target: str, name: str) -> tuple[float, float]:
-    """Mean and standard deviation (1 if the values are all equal) of the training targets."""
+def standardize(
+    train: np.ndarray, val: np.ndarray, target: str, name: str
+) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """Standardize both splits with the training rows' mean and standard deviation (1 if they
+    are all equal).
+
+    Returns:
+        ``(mean, scale, y_train, y_val)``, the targets as float32 columns of shape (n, 1).
+
+    Raises:
+        DataError: the values are too large to average, or one lies so far out that it does not
+            fit in float32 once standardized.
+    """
     with np.errstate(over="ignore", invalid="ignore"):
-        mean, scale = float(np.mean(y)), float(np.std(y))
+        mean, scale = float(np.mean(train)), float(np.std(train))
     if not (math.isfinite(mean) and math.isfinite(scale)):
         raise DataError(
             f"target {target!r} in {name} has values too large to standardize "
-            f"(up to {np.max(np.abs(y)):.3g}); rescale the column."
+            f"(up to {np.max(np.abs(train)):.3g}); rescale the column."
         )
-    return mean, scale if scale > 0 else 1.0
-
-
-def standardized(y: np.ndarray, mean: float, scale: float) -> torch.Tensor:
-    """``(y - mean) / scale`` as a float32 column of shape (n, 1)."""
-    return torch.from_numpy(((y - mean) / scale).astype(np.float32).reshape(-1, 1))
+    scale = scale if scale > 0 else 1.0
+    tensors = []
+    for y in (train, val):
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (y - mean) / scale
+        outside = ~(np.abs(z) <= _limits.FLOAT32_MAX)
+        if outside.any():
+            raise DataError(
+                f"target {target!r} in {name} has a value ({y[outside][0]:.3g}) too far from the "
+                f"training rows' mean ({mean:.3g}, standard deviation {scale:.3g}) to "
+                "standardize; rescale the column or remove the outlier."
+            )
+        tensors.append(torch.from_numpy(z.astype(np.float32).reshape(-1, 1)))
+    return mean, scale, tensors[0], tensors[1]
