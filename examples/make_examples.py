@@ -7,7 +7,8 @@
   which wave each one is (``y``, int64): 0 sine, 1 square, 2 triangle, with a random number
   of periods, phase and amplitude. Generated here from a fixed seed.
 
-Run from anywhere: ``python examples/make_examples.py``. The output is deterministic: the
+Run from anywhere: ``python examples/make_examples.py [FOLDER]`` (default: this folder). The
+output is deterministic: the
 same Pillow and NumPy versions write the same bytes (the .npz's zip entries carry a fixed
 date, not the time of writing).
 
@@ -20,6 +21,7 @@ Try them with::
 from __future__ import annotations
 
 import io
+import sys
 import zipfile
 from pathlib import Path
 
@@ -73,14 +75,16 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
             archive.writestr(info, buffer.getvalue())
 
 
-def main() -> None:
-    images = write_digits(HERE / "digits")
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    folder = Path(argv[0]) if argv else HERE
+    images = write_digits(folder / "digits")
     x, y = make_waves()
-    write_npz(HERE / "waves.npz", x=x, y=y)
-    size = sum(p.stat().st_size for p in (HERE / "digits").rglob("*.png"))
-    print(f"wrote {images} images ({size / 1024:.0f} KiB) to {HERE / 'digits'}")
-    print(f"wrote {len(x)} sequences to {HERE / 'waves.npz'} "
-          f"({(HERE / 'waves.npz').stat().st_size / 1024:.0f} KiB)")  # fmt: skip
+    write_npz(folder / "waves.npz", x=x, y=y)
+    size = sum(p.stat().st_size for p in (folder / "digits").rglob("*.png"))
+    print(f"wrote {images} images ({size / 1024:.0f} KiB) to {folder / 'digits'}")
+    print(f"wrote {len(x)} sequences to {folder / 'waves.npz'} "
+          f"({(folder / 'waves.npz').stat().st_size / 1024:.0f} KiB)")  # fmt: skip
 
 
 if __name__ == "__main__":
