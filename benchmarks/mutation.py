@@ -85,6 +85,7 @@ MODULES: dict[str, Target] = {
             "test_a_registered_initializer_keeps_its_aliases",
             "test_a_registered_initializer_without_a_docstring_has_an_empty_formula",
             "test_every_initializer_draws_from_the_generator_only",
+            "test_an_initializer_called_without_a_gain_uses_gain_1",
         )),
     ),
     "apply": Target(

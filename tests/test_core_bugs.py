@@ -553,3 +553,10 @@ def test_raise_diverged_stores_the_reason_and_raises_it():
     attrs = trial.study.trials[0].user_attrs
     assert (attrs[records.PRUNE_KIND], attrs[records.PRUNE_REASON]) == ("vanishing",
                                                                         "why it stopped")
+
+
+def test_an_initializer_called_without_a_gain_uses_gain_1():
+    init = get_initializer("kaiming_normal")  # scales by the gain it is given
+    drawn = [init(torch.empty(64, 32), generator=torch.Generator().manual_seed(0)),
+             init(torch.empty(64, 32), gain=1.0, generator=torch.Generator().manual_seed(0))]
+    assert torch.equal(*drawn)
