@@ -96,6 +96,8 @@ MODULES: dict[str, Target] = {
             "test_build_leaves_fixed_activations_of_a_model_fn_that_takes_one",
             "test_weights_are_drawn_in_float32_whatever_the_default_dtype",
             "test_a_model_without_activation_modules_is_warned_about_once_per_class",
+            "test_build_passes_the_batch_to_a_data_dependent_init_of_any_model_fn",
+            "test_swapping_activations_counts_the_modules_swapped",
         )),
         # It checks a warning's stacklevel; the trampoline adds frames between test and apply.
         deselect=("tests/test_apply.py::test_functional_activations_warn_once_per_class",),

@@ -560,3 +560,17 @@ def test_an_initializer_called_without_a_gain_uses_gain_1():
     drawn = [init(torch.empty(64, 32), generator=torch.Generator().manual_seed(0)),
              init(torch.empty(64, 32), gain=1.0, generator=torch.Generator().manual_seed(0))]
     assert torch.equal(*drawn)
+
+
+def test_build_passes_the_batch_to_a_data_dependent_init_of_any_model_fn():
+    net = lambda: nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))  # noqa: E731
+    model = build(net, Config("lsuv", "tanh"), batch=torch.randn(32, 4))  # no `activation` arg
+    assert isinstance(model[1], nn.Tanh)
+
+
+def test_swapping_activations_counts_the_modules_swapped():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                          nn.Sequential(nn.Linear(8, 8), nn.ReLU()), nn.Linear(8, 2))  # fmt: skip
+    swap = core("apply").swap_activation_modules
+    assert swap(model, Config("xavier_uniform", "tanh")) == 3
+    assert sum(isinstance(m, nn.Tanh) for m in model.modules()) == 3
