@@ -21,7 +21,7 @@ from autoinit import claims, records
 from autoinit._apply import ModelFn
 from autoinit._search import Objective, SearchRun, prepare_search
 from autoinit.errors import AutoinitError, ConfigError, NoRecommendation
-from autoinit.options import GuardOption, SearchOptions
+from autoinit.options import DEFAULT_SEARCH_ROWS, GuardOption, SearchOptions
 from autoinit.recommendation import Ranked, Recommendation, all_diverged_reason, no_trial_reason
 from autoinit.space import PYTORCH_DEFAULT, Config
 from autoinit.study import this_process
@@ -274,6 +274,8 @@ def recommend(
     val_fraction: float = 0.2,
     callbacks: Sequence[Callable] = (),
     prescreen: bool = True,
+    population: int | str = 1,
+    search_rows: int | None = DEFAULT_SEARCH_ROWS,
 ) -> Recommendation:
     """Search, then race the ``top_k`` configs and PyTorch's default over up to ``seeds`` seeds.
 
@@ -300,6 +302,7 @@ def recommend(
         loss_fn=loss_fn, task=task, storage=storage, study_name=study_name, sampler=sampler,
         pruner=pruner, guard=guard, seed=seed, device=device, n_jobs=n_jobs, threads=threads,
         val_fraction=val_fraction, callbacks=tuple(callbacks), prescreen=prescreen,
+        population=population, search_rows=search_rows,
     )  # fmt: skip
     if seeds < 1 or top_k < 1:
         raise ConfigError(f"seeds and top_k must be positive but got {seeds} and {top_k}.")

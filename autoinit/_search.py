@@ -17,8 +17,9 @@ from autoinit import __version__, records
 from autoinit import study as studies
 from autoinit._apply import ModelFn, build
 from autoinit._probe import fixed_batch, prescreen_study, trial_probe
-from autoinit.monitor import DivergenceGuard, Rule, symmetry_stop
-from autoinit.options import GuardOption, SearchOptions
+from autoinit.monitor import DivergenceGuard, Rule, Stop, symmetry_stop
+from autoinit.options import DEFAULT_SEARCH_ROWS, GuardOption, SearchOptions
+from autoinit.population_search import optimize_population, resolve_population
 from autoinit.space import Config, baselines, resolve_space, suggest
 from autoinit.train import Budget, DataLike, RunResult, TrainingData, fit, prepare_data
 from autoinit.workers import (
@@ -94,12 +95,7 @@ class Objective:
         With the fixed batch, the step-0 probe goes into ``result.probe``; with ``screen``, a
         collapsed probe stops the run before its first step (``prescreen``).
         """
-        inputs = None if self.batch is None else self.batch[0]
-        model = build(self.model_fn, config, seed=seed, batch=inputs).to(self.data.device)
-        probe, verdict = ({}, None) if self.batch is None else trial_probe(
-            model, self.batch, self.data.loss_fn)  # fmt: skip
-        stop = symmetry_stop(model) if guard is not None else None
-        stop = stop or (verdict if screen else None)
+        model, probe, stop = self.start(config, seed, guard=guard, screen=screen)
         if stop is not None:
             result = RunResult.unstarted(self.data.metric_name, stop)
         else:
@@ -107,6 +103,28 @@ class Objective:
             result = fit(model, self.data, self.budget, seed=seed, guard=monitor, trial=trial)
         result.probe = probe or result.probe
         return result
+
+    def start(
+        self,
+        config: Config,
+        seed: int,
+        *,
+        guard: Mapping[str, Any] | Sequence[Rule] | None,
+        screen: bool = False,
+    ) -> tuple[torch.nn.Module, dict[str, Any], Stop | None]:
+        """``config``'s model, built and initialised on the device, untrained; its step-0 probe
+        (empty without the fixed batch); and why it must not train (symmetry, the pre-screen
+        with ``screen``), or None. :meth:`attempt` and the population search both start here."""
+        inputs = None if self.batch is None else self.batch[0]
+        model = build(self.model_fn, config, seed=seed, batch=inputs).to(self.data.device)
+        probe, verdict = ({}, None) if self.batch is None else trial_probe(
+            model, self.batch, self.data.loss_fn)  # fmt: skip
+        stop = symmetry_stop(model) if guard is not None else None
+        return model, probe, stop or (verdict if screen else None)
+
+    def with_data(self, data: TrainingData) -> Objective:
+        """The same objective on other data (the confirmation's: every training row)."""
+        return dataclasses.replace(self, data=data)
 
 
 def _set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
@@ -120,7 +138,7 @@ def _finished_twin(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
 
     Every search trial trains with the study's seed, so the same config gives the same result:
     a complete twin's value, or a divergence twin's reason, is reused instead of retrained.
-    Twins pruned by the median rule are retrained, since that verdict depends on the others.
+    Twins pruned by the study's pruner are retrained, since that verdict depends on the others.
     """
     for other in trial.study.get_trials(deepcopy=False, states=studies.COUNTED_STATES):
         if other.params == trial.params and other.number != trial.number:
@@ -173,6 +191,8 @@ def search(
     val_fraction: float = 0.2,
     callbacks: Sequence[Callable] = (),
     prescreen: bool = True,
+    population: int | str = 1,
+    search_rows: int | None = DEFAULT_SEARCH_ROWS,
 ) -> optuna.Study:
     """Search initializers x activations for ``model_fn`` on the data; return the Optuna study.
 
@@ -192,7 +212,8 @@ def search(
             cross-entropy, floats mean regression with MSE.
         storage: an Optuna storage or URL; default ``sqlite:///studies/autoinit.db``.
         study_name: default: derived from the model and a hash of the data.
-        sampler, pruner: default: seeded multivariate TPE; the median rule after a warm-up.
+        sampler, pruner: default: seeded multivariate TPE; successive halving over epochs
+            (:func:`autoinit.study.default_pruner`; the median rule when epochs are short).
         guard: True for the divergence guard's default rules; a dict of
             :class:`DivergenceGuard` options; or a list of rules. False keeps only
             :class:`~autoinit.monitor.NonFinite` (and skips the symmetry check).
@@ -208,6 +229,12 @@ def search(
             probe collapses as pruned trials (kind ``prescreen``, 0 steps; they count toward
             ``n_trials``) and queue the best probed after the baselines. A sampled config
             whose probe collapses is stopped at 0 steps too. False: train every config.
+        population: trials trained together as one batched model: each round asks the
+            sampler for this many trials and trains those of one activation as one model
+            (:mod:`autoinit.population_search`). ``"auto"``: 8, or 1 with ``n_jobs > 1``;
+            1: one trial at a time. A number above 1 needs ``n_jobs=1``.
+        search_rows: trials train on a stratified subsample of this many training rows when
+            there are more (the confirmation trains on all of them); None: every row.
 
     Returns:
         The ``optuna.Study``, stored in ``storage``.
@@ -220,6 +247,7 @@ def search(
         loss_fn=loss_fn, task=task, storage=storage, study_name=study_name, sampler=sampler,
         pruner=pruner, guard=guard, seed=seed, device=device, n_jobs=n_jobs, threads=threads,
         val_fraction=val_fraction, callbacks=tuple(callbacks), prescreen=prescreen,
+        population=population, search_rows=search_rows,
     )  # fmt: skip
     return prepare_search(model_fn, train_loader, val_loader, options).optimize().study
 
@@ -228,23 +256,30 @@ def search(
 class SearchRun:
     """A search made ready (study opened or resumed, baselines queued) or run.
 
-    The objective is kept so that the confirmation can retrain with it.
+    ``objective`` trains on every training row: the confirmation retrains with it.
+    ``search_objective`` is the trials' (a stratified subsample of ``search_rows`` rows when
+    there are more; None: ``objective``).
     """
 
     study: optuna.Study
     objective: Objective
     options: SearchOptions
     device: torch.device
+    search_objective: Objective | None = None
 
     def optimize(self, callbacks: Sequence[Callable] = ()) -> SearchRun:
         """Run trials until the study holds ``n_trials`` finished ones (or the timeout)."""
         o = self.options
         every = [*o.callbacks, *callbacks]
+        objective = self.search_objective or self.objective
+        size = resolve_population(o.population, o.n_trials) if o.n_jobs == 1 else 1
         with torch_threads(o.threads, self.device):
-            if o.n_jobs == 1:
-                optimize_here(self.study, self.objective, o.n_trials, o.timeout, every)
+            if size > 1:
+                optimize_population(self.study, objective, o.n_trials, o.timeout, every, size)
+            elif o.n_jobs == 1:
+                optimize_here(self.study, objective, o.n_trials, o.timeout, every)
             else:
-                optimize_in_workers(self.study, self.objective, o, every)
+                optimize_in_workers(self.study, objective, o, every)
         _save_for_dashboard(self.study)
         return self
 
@@ -282,6 +317,7 @@ def prepare_search(
     DivergenceGuard.from_option(o.guard)  # check the options or rules now, not in a trial
     if o.n_jobs > 1:
         check_workers_possible(o, model_fn, data)
+    search_data = _search_rows(data, o.search_rows, o.seed)  # the trials'; data: confirmation's
     fingerprint = studies.data_fingerprint(data)
     if data_info and "sha256" in data_info:
         fingerprint = str(data_info["sha256"])[:12]
@@ -290,7 +326,8 @@ def prepare_search(
         records.STUDY_MODEL: studies.describe_model(model_fn),
         records.STUDY_DATA: dict(data_info or {"description": data.describe()}),
         records.STUDY_DATA_FINGERPRINT: fingerprint,
-        records.STUDY_BUDGET: {**budget.to_dict(), "batch_size": data.batch_size, "seed": o.seed},
+        records.STUDY_BUDGET: {**budget.to_dict(), "batch_size": data.batch_size, "seed": o.seed,
+                               **_subsampled(data, search_data)},
         records.STUDY_SPACE: {"inits": inits, "activations": activations},
         records.STUDY_TASK: data.task,
         records.STUDY_METRIC_NAME: records.metric_for(data.task),
@@ -299,7 +336,8 @@ def prepare_search(
         storage=studies.open_storage(o.storage),
         study_name=o.study_name or f"{studies.model_name(model_fn)}-{fingerprint}",
         sampler=o.sampler or studies.default_sampler(o.seed),
-        pruner=o.pruner or studies.default_pruner(_planned_steps(budget, data)),
+        pruner=o.pruner or studies.default_pruner(
+            _planned_steps(budget, search_data), search_data.steps_per_epoch),
         metadata=metadata,
     )
     if o.sampler is None and study.trials:  # a resumed study: don't replay the first run's draws
@@ -307,11 +345,11 @@ def prepare_search(
     studies.clear_dead_trials(study, include_self=True)  # a killed run's trial, at once
     queue_baselines(study, baselines(inits, activations))
     batch = fixed_batch(data, o.seed)  # the same for every trial
-    objective = Objective(model_fn, data, budget, inits, activations, o.seed, guard, batch,
+    objective = Objective(model_fn, search_data, budget, inits, activations, o.seed, guard, batch,
                           o.prescreen)  # fmt: skip
     if o.prescreen:  # once per study, right after the baselines: probe the whole space
         prescreen_study(study, objective, n_trials=o.n_trials)
-    return SearchRun(study, objective, o, device)
+    return SearchRun(study, objective.with_data(data), o, device, search_objective=objective)
 
 
 def queue_baselines(study: optuna.Study, configs: Sequence[Config]) -> None:
@@ -325,8 +363,59 @@ def queue_baselines(study: optuna.Study, configs: Sequence[Config]) -> None:
         study.enqueue_trial(params, skip_if_exists=True)
 
 
+def _search_rows(data: TrainingData, rows: int | None, seed: int) -> TrainingData:
+    """The trials' data: a stratified subsample of ``rows`` training rows when there are more
+    (in-memory data only; a DataLoader is searched whole)."""
+    if rows is None or data.train is None or len(data.train[0]) <= rows:
+        return data
+    return subsample_rows(data, rows, seed=seed)
+
+
+def _subsampled(data: TrainingData, search_data: TrainingData) -> dict[str, int]:
+    """The study's record of the rows searched, only when they are a subsample (so a study made
+    before subsampling existed resumes)."""
+    if search_data is data or search_data.train is None:
+        return {}
+    return {"search_rows": len(search_data.train[0])}
+
+
 def _planned_steps(budget: Budget, data: TrainingData) -> int | None:
     steps = [s for s in (budget.max_steps,) if s]
     if budget.epochs:
         steps.append(budget.epochs * data.steps_per_epoch)
     return min(steps) if steps else None
+
+
+def subsample_rows(data: TrainingData, rows: int, *, seed: int) -> TrainingData:
+    """``data`` with ``rows`` of its training rows, stratified; validation rows all kept.
+
+    Classification keeps each class's share of the rows (every class present keeps at least
+    one); regression keeps the share of each of 20 quantile bins of the (first) target. The
+    draw is seeded, so every process of a study searches the same rows, kept in their order.
+    """
+    if data.train is None:
+        raise ValueError("only in-memory data can be subsampled.")
+    x, y = data.train
+    n = len(x)
+    if rows >= n:
+        return data
+    generator = torch.Generator().manual_seed(seed)
+    target = y.detach().reshape(n, -1)[:, 0].cpu()
+    if data.task == "classification":
+        strata = target.long()
+    else:
+        edges = torch.quantile(target.double(), torch.linspace(0, 1, 21, dtype=torch.float64)[1:-1])
+        strata = torch.bucketize(target.double(), edges)
+    shuffled = torch.randperm(n, generator=generator)
+    order = shuffled[torch.sort(strata[shuffled], stable=True).indices]  # by stratum, random within
+    # Every (n / rows)-th row of that order gives each stratum its share of the rows, rounded;
+    # a class too rare to get one keeps one row (so the subsample can hold a few more).
+    positions = ((torch.arange(rows, dtype=torch.float64) + 0.5) * n / rows).long()
+    chosen = order[positions]
+    if data.task == "classification":
+        missing = [c for c in torch.unique(strata).tolist() if not (strata[chosen] == c).any()]
+        extra = [order[(strata[order] == c).nonzero()[0, 0]] for c in missing]
+        if extra:
+            chosen = torch.cat([chosen, torch.stack(extra)])
+    index = torch.sort(chosen).values.to(x.device)
+    return dataclasses.replace(data, train=(x[index], y[index]))

@@ -146,6 +146,40 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def _population(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+    """``--population``: a positive integer or ``auto``."""
+    if value is None or value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise click.BadParameter(f"expected a positive integer or 'auto' but got {value!r}.")
+    return size
+
+
+def _search_rows(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+    """``--search-rows``: a positive integer or ``all``."""
+    if value is None or value == "all":
+        return value
+    try:
+        rows = int(value)
+    except ValueError:
+        rows = 0
+    if rows < 1:
+        raise click.BadParameter(f"expected a positive number of rows or 'all' but got {value!r}.")
+    return rows
+
+
+def _given(*, population: int | str | None, search_rows: int | None, unset: bool) -> dict:
+    """The options given on the command line; the others keep ``SearchOptions``' defaults."""
+    given: dict[str, Any] = {} if population is None else {"population": population}
+    if not unset:
+        given["search_rows"] = search_rows
+    return given
+
+
 @main.command(epilog=EPILOG_SEARCH)
 # No exists=True here: the readers check the path and say in one line what is wrong with it.
 @click.option("--data", "data_path", required=True, metavar="PATH", type=click.Path(),
@@ -182,6 +216,12 @@ def main() -> None:
                    "e.g. breast_cancer-8x64, digits-cnn4x16].")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes sharing the storage.")
+@click.option("--population", default=None, metavar="K|auto", callback=_population,
+              help="Trials trained together as one batched model (auto: 8, or 1 with "
+                   "--jobs) [default: 1].")
+@click.option("--search-rows", default=None, metavar="N|all", callback=_search_rows,
+              help="Trials train on a stratified subsample of N training rows when there are "
+                   "more; the confirmation uses every row (all: no subsample) [default: 20000].")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1),
               help="Seeds to confirm the best configs over.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
@@ -200,7 +240,8 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
            image_size: str | None, trials: int, timeout: float | None,
            epochs: int, depth: int | None, width: int | None, inits: str | None,
            activations: str | None,
-           storage: str | None, study_name: str | None, jobs: int, seeds: int, top_k: int,
+           storage: str | None, study_name: str | None, jobs: int, population: int | str | None,
+           search_rows: int | str | None, seeds: int, top_k: int,
            device: str, seed: int, no_wait: bool, no_prescreen: bool,
            as_json: bool) -> None:  # fmt: skip
     """Search initializers x activations for a model on your data.
@@ -242,6 +283,8 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
         activations=check_activations(choice.name, _names(activations)), task=data.task,
         storage=storage_url, study_name=name, seed=seed, device=device, n_jobs=jobs,
         prescreen=not no_prescreen,
+        **_given(population=population, search_rows=None if search_rows == "all" else search_rows,
+                 unset=search_rows is None),
     )  # fmt: skip
     run = prepare_search(  # refuses a study made on other data before anything is printed
         choice.model_fn, (data.X_train, data.y_train), (data.X_val, data.y_val), options,

@@ -18,6 +18,9 @@ from autoinit.errors import ConfigError
 from autoinit.monitor import GuardOption
 
 MAX_SEED = 2**31 - 1 - 1000 * 64  # workers offset the sampler's seed by 1000 each
+# Trials train on a stratified subsample of this many training rows when there are more; the
+# confirmation trains on all of them. Set by measurement: benchmarks/README.md, "cost".
+DEFAULT_SEARCH_ROWS = 20_000
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -58,6 +61,8 @@ class SearchOptions:
     val_fraction: float = 0.2
     callbacks: tuple[Callable, ...] = ()
     prescreen: bool = True
+    population: int | str = 1  # trials trained together as one batched model; "auto": 8
+    search_rows: int | None = DEFAULT_SEARCH_ROWS  # None: search on every training row
 
     def __post_init__(self) -> None:
         _positive_int("n_trials", self.n_trials)
@@ -68,6 +73,16 @@ class SearchOptions:
             raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}] but got {self.seed!r}.")
         if not isinstance(self.prescreen, bool):
             raise ConfigError(f"prescreen must be True or False but got {self.prescreen!r}.")
+        if self.population != "auto":
+            if not isinstance(self.population, int) or isinstance(self.population, bool) or (
+                    self.population < 1):  # fmt: skip
+                raise ConfigError(f"population must be a positive integer or 'auto' but got "
+                                  f"{self.population!r}.")  # fmt: skip
+            if self.population > 1 and self.n_jobs > 1:
+                raise ConfigError(f"population={self.population} trains in one process; use "
+                                  "n_jobs=1 with it, or population=1 with n_jobs.")  # fmt: skip
+        if self.search_rows is not None:
+            _positive_int("search_rows", self.search_rows)
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"timeout must be positive seconds but got {self.timeout!r}.")
         for name in ("inits", "activations", "callbacks"):  # lists become tuples: frozen, hashable

@@ -222,7 +222,34 @@ def default_sampler(seed: int, *, worker: int = 0) -> optuna.samplers.BaseSample
         )
 
 
-def default_pruner(total_steps: int | None) -> optuna.pruners.BasePruner:
+# Successive halving judges a trial at its first rung, one epoch in; on data whose epoch has
+# fewer steps than this, that verdict is mostly noise (measured on the bundled sets, 6-8 steps an
+# epoch: 0.01-0.03 lower confirmed accuracy/R² than the median rule), so those use the median.
+MIN_RUNG_STEPS = 20
+REDUCTION_FACTOR = 3
+
+
+def default_pruner(
+    total_steps: int | None, steps_per_epoch: int | None = None
+) -> optuna.pruners.BasePruner:
+    """Successive halving over epochs when an epoch is long enough, else the median rule.
+
+    Successive halving (Optuna's asynchronous ``SuccessiveHalvingPruner``, reduction factor 3)
+    keeps a trial past its rung only if its validation loss is in the best third of those that
+    reached that rung: rungs at 1, 3, 9... epochs. Trials report after every epoch, at step
+    ``epoch * steps_per_epoch``, so each rung is a report step. It is used when an epoch has at
+    least :data:`MIN_RUNG_STEPS` steps and the budget holds a rung before its end; otherwise
+    :func:`median_pruner`. See the README's Performance section for the measurements.
+    """
+    fits = total_steps is None or total_steps > (steps_per_epoch or 0)
+    if steps_per_epoch and steps_per_epoch >= MIN_RUNG_STEPS and fits:
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=steps_per_epoch, reduction_factor=REDUCTION_FACTOR
+        )
+    return median_pruner(total_steps)
+
+
+def median_pruner(total_steps: int | None) -> optuna.pruners.BasePruner:
     """The median rule, after 5 finished trials and the first 30% of each trial's steps."""
     warmup = int(0.3 * total_steps) if total_steps else 0
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)

@@ -30,6 +30,7 @@ from benchmarks.common import timed
 
 SECTIONS = (
     "overhead", "guard", "efficiency", "scaling", "parallel", "known", "threads", "population",
+    "cost",
 )  # fmt: skip
 RESULTS = Path(__file__).parent / "results"
 

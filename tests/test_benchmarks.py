@@ -76,7 +76,15 @@ FIELDS = {
         "drop_seconds_16": NUMBER, "drop_seconds_32": NUMBER, "drop_overhead": NUMBER,
         "drop_masking_would_cost": NUMBER,
     },
+    "cost": {
+        "rows": NUMBER, "trials": NUMBER, "epochs": NUMBER, "fte_today": NUMBER,
+        "fte_new": NUMBER, "time_ratio_today": NUMBER, "time_ratio_new": NUMBER,
+        "cpu_ratio_today": NUMBER, "cpu_ratio_new": NUMBER, "metric_gap": OPTIONAL_NUMBER,
+        "worst_metric_gap": OPTIONAL_NUMBER, "datasets": dict,
+    },
 }  # fmt: skip
+COST_RUN = ("fte", "search_fte", "confirm_fte", "probe_fte", "seconds", "time_ratio", "cpu_ratio",
+            "trials", "pruned_by_pruner", "confirm_runs")  # each run of each dataset in "cost"
 NESTED = {  # figures made of numbers: every leaf must be a number
     ("overhead", "storage"): ("autoinit_ms_per_trial", "plain_rdb_ms_per_trial", "speedup"),
     ("scaling", "epoch_by_rows"): ("rows", "depth", "epoch_s", "peak_mb", "peak_over_data"),
@@ -133,6 +141,17 @@ def test_quick_run_nested_figures_are_numbers(quick_report):
                 assert _is(row[key], NUMBER), (name, field, key, row)
     for row in quick_report["sections"]["known"]["figures"]["accuracy"].values():
         assert _is(row["mean"], NUMBER) and _is(row["std"], NUMBER)
+    for dataset in quick_report["sections"]["cost"]["figures"]["datasets"].values():
+        for key in ("full_training_s", "fte_today", "fte_new", "time_ratio_today",
+                    "time_ratio_new"):  # fmt: skip
+            assert _is(dataset[key], NUMBER), (dataset["file"], key)
+        for run in dataset["runs"].values():
+            for key in COST_RUN:
+                assert _is(run[key], NUMBER), (dataset["file"], key, run)
+            assert isinstance(run["recommendation"], str) and run["seeds"]
+        for share in dataset["levers"].values():
+            for key in ("fte_saved", "time_ratio_saved", "cpu_ratio_saved"):
+                assert _is(share[key], NUMBER), (dataset["file"], key)
 
 
 @pytest.mark.slow

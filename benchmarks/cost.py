@@ -1,0 +1,229 @@
+"""9. Cost: what a default ``autoinit search`` spends, in full trainings, today's way and the new.
+
+Cost is counted in full-training equivalents (FTE): every optimizer step of the search trials
+(a duplicate trial, which reuses its twin, costs nothing), of the confirmation and of the step-0
+probes (one forward and backward pass each, counted as a step), over the steps of one full
+training of one config at the study's budget on all training rows. The time is the whole
+``autoinit search`` path (``load_csv``, ``prepare_search``, ``SearchRun.optimize``,
+``confirm_once``) over one full training of one config (``kaiming_normal`` + ReLU, all rows),
+timed in the same run: one full training before every search, the median kept.
+
+Configurations, on the same data, in one process:
+
+- ``today``: the median pruner, every row searched, one trial at a time, every confirmed config
+  trained on every seed (``race=False``), no pre-screen: the search of autoinit 0.1.
+- ``new``: the defaults (the successive-halving pruner, ``search_rows``, ``population``, the
+  racing confirmation, the pre-screen).
+- one run per lever with only that lever set back to today's (leave one out): each lever's
+  share is what the new search saves with it. Setting back the confirmation reuses the new
+  search's study and only confirms again.
+
+Quality: the confirmed recommendation's metric (mean over the seeds it got, on all rows) of the
+new search against today's, on the same data. Confirmation seeds and the split are the same on
+both sides; the configs found may differ.
+
+Data: a generated 50,000-row table (``benchmarks.cost_study.generated_frame``: a price-like
+regression target; 5,000 rows with ``--quick``) and the bundled ``examples/*.csv``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoinit import records
+from autoinit import study as studies
+from autoinit._recommend import confirm_once
+from autoinit._search import Objective, prepare_search
+from autoinit.options import SearchOptions
+from autoinit.space import Config, resolve_space
+from autoinit.train import Budget, prepare_data
+from benchmarks.common import target, timed
+from benchmarks.cost_study import EXAMPLES, generated_frame, load
+
+TODAY = {"pruner": "median", "search_rows": None, "population": 1, "race": False,
+         "prescreen": False}  # fmt: skip
+# Leave-one-out: the new search with this lever set back to today's value. "population" is off
+# by default, so its run is the new search with population="auto" added instead.
+LEVERS = ("pruner", "search_rows", "race", "prescreen", "population")
+ADDED = {"population": "auto"}
+REFERENCE = Config("kaiming_normal", "relu")
+
+
+@dataclasses.dataclass
+class Setting:
+    trials: int
+    epochs: int
+    rows: int
+    bundled: tuple[str, ...]
+    levers: tuple[str, ...]  # the lever runs on the generated table
+
+
+def _setting(quick: bool) -> Setting:
+    if quick:
+        return Setting(trials=12, epochs=3, rows=5_000, bundled=("breast_cancer",),
+                       levers=("race",))  # fmt: skip
+    bundled = tuple(sorted(p.stem for p in EXAMPLES.glob("*.csv")))
+    return Setting(trials=40, epochs=10, rows=50_000, bundled=bundled, levers=LEVERS)
+
+
+def _search(path: Path, changes: dict[str, Any], setting: Setting, storage: str,
+            name: str) -> dict[str, Any]:  # fmt: skip
+    """One ``autoinit search`` as the CLI runs it (its defaults with ``changes``): its cost,
+    time and recommendation."""
+
+    def search() -> Any:
+        model_fn, data = load(path)
+        fields = {k: v for k, v in changes.items() if k not in ("pruner", "race")}
+        options = SearchOptions(n_trials=setting.trials, epochs=setting.epochs, storage=storage,
+                                study_name=name, device="cpu", **fields)  # fmt: skip
+        if changes.get("pruner") == "median":  # today's: its warm-up is 30% of every row's steps
+            steps = setting.epochs * math.ceil(len(data.X_train) / 64)
+            options = dataclasses.replace(options, pruner=studies.median_pruner(steps))
+        run = prepare_search(model_fn, (data.X_train, data.y_train), (data.X_val, data.y_val),
+                             options, data_info={"file": path.name})  # fmt: skip
+        return run.optimize()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run, searching = timed(search)
+    return _confirmed(run, searching, race=changes.get("race", True))
+
+
+def _confirmed(run: Any, searching: Any, *, race: bool) -> dict[str, Any]:
+    """``run``'s search confirmed (``race`` or in full): its cost, time and recommendation."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec, confirming = timed(confirm_once, run, seeds=3, top_k=3, race=race)
+    return {"run": run, "rec": rec, "searching": searching,
+            "seconds": float(searching) + float(confirming),
+            "cpu": searching.cpu + confirming.cpu, **_cost(run, rec)}  # fmt: skip
+
+
+def _cost(run: Any, rec: Any) -> dict[str, Any]:
+    objective = run.objective  # every row: the unit of cost
+    full = objective.budget.epochs * objective.data.steps_per_epoch
+    trials = run.study.get_trials(deepcopy=False, states=studies.COUNTED_STATES)
+    search_steps = sum(t.user_attrs.get(records.STEPS, 0) for t in trials
+                       if records.TRIAL_DUPLICATE_OF not in t.user_attrs)  # fmt: skip
+    probes = _probe_count(run)
+    confirm_runs = sum(len(r.values) for r in rec.ranking)
+    confirm_steps = confirm_runs * full  # a run the guard stopped counts as full: an upper bound
+    return {
+        "search_fte": search_steps / full, "confirm_fte": confirm_steps / full,
+        "probe_fte": probes / full, "fte": (search_steps + confirm_steps + probes) / full,
+        "confirm_runs": confirm_runs, "trials": len(trials),
+        "pruned_by_pruner": sum(records.prune_kind(t) == "pruner" for t in trials),
+    }  # fmt: skip
+
+
+def _probe_count(run: Any) -> int:
+    """The step-0 probes of the pre-screen: one per config of the probed space."""
+    if not run.options.prescreen:
+        return 0
+    from autoinit._probe import probe_space
+
+    objective = run.search_objective or run.objective
+    return len(probe_space(objective.inits, objective.activations))
+
+
+def _full_training(path: Path, epochs: int) -> Any:
+    """The time of one full training of :data:`REFERENCE` on every training row, guarded, as
+    a confirmation run trains it."""
+    model_fn, data = load(path)
+    prepared = prepare_data((data.X_train, data.y_train), (data.X_val, data.y_val),
+                            task=data.task, seed=0)  # fmt: skip
+    inits, activations = resolve_space(None, None)
+    objective = Objective(model_fn, prepared, Budget(epochs=epochs), inits, activations, 0, {})
+    _, seconds = timed(objective.attempt, REFERENCE, 1000, guard={})
+    return seconds
+
+
+def _summary(result: dict[str, Any], unit: float, unit_cpu: float) -> dict[str, Any]:
+    winner = result["rec"].ranking[0]
+    metrics = [m for m in winner.metrics if m is not None]
+    return {
+        "fte": result["fte"], "search_fte": result["search_fte"],
+        "confirm_fte": result["confirm_fte"], "probe_fte": result["probe_fte"],
+        "seconds": result["seconds"], "time_ratio": result["seconds"] / unit,
+        "cpu_ratio": result["cpu"] / unit_cpu, "trials": result["trials"],
+        "pruned_by_pruner": result["pruned_by_pruner"], "confirm_runs": result["confirm_runs"],
+        "recommendation": winner.config.label,
+        "metric": statistics.fmean(metrics) if metrics else None, "seeds": list(winner.seeds),
+    }  # fmt: skip
+
+
+def _dataset(path: Path, setting: Setting, workdir: Path, levers: tuple[str, ...]) -> dict:
+    storage = f"sqlite:///{workdir / (path.stem + '.db')}"
+    units: list[Any] = []
+    runs: dict[str, dict[str, Any]] = {}
+    units.append(_full_training(path, setting.epochs))  # before each search: the yardstick
+    runs["today"] = _search(path, TODAY, setting, storage, "today")
+    units.append(_full_training(path, setting.epochs))
+    runs["new"] = _search(path, {}, setting, storage, "new")
+    for lever in levers:
+        units.append(_full_training(path, setting.epochs))
+        if lever == "race":  # the new search's study, confirmed in full
+            runs[lever] = _confirmed(runs["new"]["run"], runs["new"]["searching"], race=False)
+        else:
+            change = {lever: ADDED.get(lever, TODAY[lever])}
+            runs[lever] = _search(path, change, setting, storage, f"lever-{lever}")
+    one = statistics.median(float(u) for u in units)
+    one_cpu = statistics.median(u.cpu for u in units)
+    rows = {name: _summary(result, one, one_cpu) for name, result in runs.items()}
+    new, today = rows["new"], rows["today"]
+
+    def saved(lever: str, key: str) -> float:  # by the lever, in the new default search
+        sign = -1 if lever in ADDED else 1
+        return sign * (rows[lever][key] - new[key])
+
+    shares = {lever: {"fte_saved": saved(lever, "fte"), "time_ratio_saved": saved(
+        lever, "time_ratio"), "cpu_ratio_saved": saved(lever, "cpu_ratio")} for lever in levers}
+    return {
+        "file": path.name, "full_training_s": one, "full_training_cpu_s": one_cpu,
+        "full_training_s_all": [float(u) for u in units], "runs": rows, "levers": shares,
+        "fte_today": today["fte"], "fte_new": new["fte"],
+        "time_ratio_today": today["time_ratio"], "time_ratio_new": new["time_ratio"],
+        "cpu_ratio_today": today["cpu_ratio"], "cpu_ratio_new": new["cpu_ratio"],
+        "metric_today": today["metric"], "metric_new": new["metric"],
+        "metric_gap": None if today["metric"] is None or new["metric"] is None
+        else new["metric"] - today["metric"],
+    }  # fmt: skip
+
+
+def run(quick: bool, workdir: Path) -> dict[str, Any]:
+    setting = _setting(quick)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        generated = workdir / f"generated_{setting.rows}.csv"
+        generated_frame(setting.rows, "regression").to_csv(generated, index=False)
+        datasets = {"generated": _dataset(generated, setting, workdir, setting.levers)}
+        for name in setting.bundled:
+            datasets[name] = _dataset(EXAMPLES / f"{name}.csv", setting, workdir, ())
+    finally:
+        torch.set_num_threads(before)
+    big = datasets["generated"]
+    gaps = [d["metric_gap"] for d in datasets.values() if d["metric_gap"] is not None]
+    figures = {
+        "rows": setting.rows, "trials": setting.trials, "epochs": setting.epochs,
+        "fte_today": big["fte_today"], "fte_new": big["fte_new"],
+        "time_ratio_today": big["time_ratio_today"], "time_ratio_new": big["time_ratio_new"],
+        "cpu_ratio_today": big["cpu_ratio_today"], "cpu_ratio_new": big["cpu_ratio_new"],
+        "metric_gap": big["metric_gap"], "worst_metric_gap": min(gaps) if gaps else None,
+        "datasets": datasets,
+    }  # fmt: skip
+    targets = [
+        target("FTE of the default search, generated table", big["fte_new"], "<=", 8.0),
+        target("end-to-end / one full training, generated table", big["time_ratio_new"], "<=",
+               10.0),  # fmt: skip
+        target("worst metric gap, new - today (every dataset)", figures["worst_metric_gap"],
+               ">=", -0.005),  # fmt: skip
+    ]
+    return {"figures": figures, "targets": targets}

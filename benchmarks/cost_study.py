@@ -1,0 +1,483 @@
+"""The measurements behind the search's cost levers (issue 13): not part of ``benchmarks.run``.
+
+Two experiments, each printing a table and writing JSON next to the other results:
+
+``python -m benchmarks.cost_study rows``
+    Where searching on a subsample of the training rows starts to change the ranking. A fixed
+    set of configs that train (the baselines and a spread of scaled inits x activations) is
+    trained at the full budget on all training rows with seeds 0 and 1 (seed 1 is the noise
+    floor: how much a seed alone reorders them), then on stratified subsamples of 2k-20k rows
+    with seed 0. Each ranking is compared with the full-data, seed-0 ranking: Spearman's rho,
+    whether the top config is in the full top 3, and the regret (full-data validation loss of the
+    subsample's best over the full-data best).
+
+``python -m benchmarks.cost_study pruners``
+    The learning-curve pruners compared on the default search (40 trials, 10 epochs, the 8 x 64
+    MLP, every init and activation). Search trials are deterministic (they share the study's
+    seed), so each config is trained once at the full budget and every pruner is replayed
+    against that table with the real sampler and the real pruner (ask, report, should_prune,
+    tell), over several sampler seeds. The cost is the steps the search trains, in full-training
+    equivalents (FTE); the quality is the confirmed metric of the recommendation that the
+    search's top 3 and PyTorch's default give over 3 fresh seeds (each cached too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pickle
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from autoinit import study as studies
+from autoinit._search import Objective, subsample_rows
+from autoinit.models import mlp_factory
+from autoinit.space import PYTORCH_DEFAULT, Config, baselines, resolve_space, suggest
+from autoinit.train import Budget, prepare_data
+
+RESULTS = Path(__file__).parent / "results"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CONFIRM_SEEDS = (1000, 1001, 1002)
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def generated_frame(rows: int, task: str, *, seed: int = 0) -> Any:
+    """A tabular set of ``rows`` rows that an MLP learns but does not saturate.
+
+    ``regression``: 20 features (two of them integer-coded categories), a price-like target made
+    of interactions, a threshold and a heavy tail, with noise. ``classification``: scikit-learn's
+    ``make_classification`` with 4 classes of 3 clusters each, 12 informative features of 30.
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    if task == "classification":
+        from sklearn.datasets import make_classification
+
+        x, y = make_classification(
+            n_samples=rows, n_features=30, n_informative=12, n_redundant=6, n_classes=4,
+            n_clusters_per_class=3, class_sep=0.9, flip_y=0.03, random_state=seed,
+        )  # fmt: skip
+        frame = pd.DataFrame(x.astype(np.float32), columns=[f"x{i}" for i in range(30)])
+        frame["label"] = np.array(list("abcd"))[y]
+        return frame
+    x = rng.normal(size=(rows, 20)).astype(np.float32)
+    x[:, 18] = rng.integers(0, 5, rows)  # a "cut"-like category
+    x[:, 19] = rng.integers(0, 8, rows)  # a "color"-like category
+    y = (
+        np.sin(2 * x[:, 0] * x[:, 1]) + 0.5 * x[:, 2] ** 2 + np.abs(x[:, 3]) * x[:, 4]
+        + np.log1p(np.exp(2 * (x[:, 5] + x[:, 6]))) + 0.3 * x[:, 18] * (x[:, 7] > 0)
+        - 0.2 * x[:, 19] + np.exp(0.5 * x[:, 8]) + 0.3 * rng.normal(size=rows)
+    )  # fmt: skip
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(20)])
+    frame["price"] = np.exp(0.4 * y).astype(np.float32)
+    return frame
+
+
+def load(path: Path, seed: int = 0) -> tuple[Callable, Any]:
+    """What ``autoinit search --data PATH`` trains: ``load_csv`` and the default 8 x 64 MLP."""
+    from autoinit.data import load_csv
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_csv(path, seed=seed)
+    n_out = data.n_classes if data.task == "classification" else 1
+    return mlp_factory(data.n_features, n_out), data
+
+
+# --- one config trained at the full budget, recorded for replay --------------------------------
+
+
+class _Recorder:
+    """The two methods of ``optuna.Trial`` that ``train.fit`` calls: it records, never prunes."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, float]] = []
+
+    def report(self, value: float, step: int) -> None:
+        self.reports.append((step, value))
+
+    def should_prune(self) -> bool:
+        return False
+
+
+@dataclasses.dataclass
+class Run:
+    reports: list[tuple[int, float]]  # (step, validation loss) as fit reports them
+    steps: int
+    value: float
+    metric: float
+    stop: str | None  # the guard's verdict, if it stopped the run
+
+
+class Table:
+    """Each config trained once per seed, on demand."""
+
+    def __init__(self, objective: Objective, cache: Path | None = None) -> None:
+        self.objective, self.cache = objective, cache
+        self.runs: dict[tuple[Config, int], Run] = {}
+        if cache is not None and cache.exists():
+            self.runs = pickle.loads(cache.read_bytes())
+        self.trained_seconds = 0.0
+
+    def save(self) -> None:
+        if self.cache is not None:
+            self.cache.write_bytes(pickle.dumps(self.runs))
+
+    def get(self, config: Config, seed: int) -> Run:
+        key = (config, seed)
+        if key not in self.runs:
+            recorder = _Recorder()
+            start = time.perf_counter()
+            result = self.objective.attempt(
+                config, seed, guard=self.objective.guard, trial=recorder  # type: ignore[arg-type]
+            )
+            self.trained_seconds += time.perf_counter() - start
+            stop = None if result.stop is None else result.stop.kind
+            self.runs[key] = Run(recorder.reports, result.steps, result.value, result.metric, stop)
+        return self.runs[key]
+
+
+def _objective(model_fn: Callable, data: Any, epochs: int, seed: int = 0,
+               rows: int | None = None) -> Objective:  # fmt: skip
+    inits, activations = resolve_space(None, None)
+    prepared = prepare_data((data.X_train, data.y_train), (data.X_val, data.y_val),
+                            task=data.task, seed=seed)  # fmt: skip
+    if rows is not None and rows < len(prepared.train[0]):
+        prepared = subsample_rows(prepared, rows, seed=seed)
+    extra = {}
+    try:  # the search's fixed batch (data-dependent inits, the step-0 probe), where it exists
+        from autoinit._probe import fixed_batch
+
+        extra["batch"] = fixed_batch(prepared, seed)
+    except ImportError:
+        pass
+    return Objective(model_fn, prepared, Budget(epochs=epochs), inits, activations, seed, {},
+                     **extra)  # fmt: skip
+
+
+# --- experiment 1: where subsampling changes the ranking -----------------------------------------
+
+RANKED_CONFIGS = [
+    Config("default", "relu"), Config("kaiming_normal", "relu"), Config("xavier_uniform", "tanh"),
+    Config("lecun_normal", "selu"), Config("orthogonal", "gelu"), Config("kaiming_uniform", "elu"),
+    Config("xavier_normal", "silu"), Config("lsuv", "relu"), Config("trunc_normal", "tanh"),
+    Config("variance_preserving", "mish"), Config("lecun_uniform", "softplus"),
+    Config("orthogonal", "leaky_relu", 0.1), Config("default", "tanh"),
+    Config("kaiming_normal", "gelu"), Config("xavier_uniform", "sigmoid"),
+    Config("lecun_normal", "elu"),
+]  # fmt: skip
+
+
+def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _compare(label: str, runs: list[Run], reference: list[Run], other_seed: list[Run] | None,
+             seconds: float) -> dict[str, Any]:  # fmt: skip
+    """``runs``' ranking against the full data's (seed 0, and seed 1 where given)."""
+    values = [r.value for r in runs]
+    ref_values = [r.value for r in reference]
+    top, best = int(np.argmin(values)), int(np.argmin(ref_values))
+    row = {
+        "sample": label, "spearman": _spearman(ref_values, values),
+        "top_in_full_top3": top in set(np.argsort(ref_values)[:3].tolist()),
+        "top": RANKED_CONFIGS[top].label, "regret_val_loss": ref_values[top] - ref_values[best],
+        "regret_metric": reference[best].metric - reference[top].metric, "seconds": seconds,
+    }  # fmt: skip
+    if other_seed is not None:
+        row["spearman_seed1"] = _spearman([r.value for r in other_seed], values)
+    return row
+
+
+def rows_experiment(sizes: Sequence[int], rows: int, tasks: Sequence[str], workdir: Path,
+                    epochs: int = 10) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {"sizes": list(sizes), "rows": rows, "epochs": epochs, "tasks": {}}
+    for task in tasks:
+        path = workdir / f"generated_{task}_{rows}.csv"
+        if not path.exists():
+            generated_frame(rows, task).to_csv(path, index=False)
+        model_fn, data = load(path)
+        full = Table(_objective(model_fn, data, epochs), workdir / f"rows_{task}_{rows}.pickle")
+        reference = [full.get(c, 0) for c in RANKED_CONFIGS]
+        seed1 = [full.get(c, 1) for c in RANKED_CONFIGS]
+        full.save()
+        found = [_compare("full s0", reference, reference, seed1, full.trained_seconds),
+                 _compare("full s1", seed1, reference, None, 0.0)]  # fmt: skip
+        for size in sizes:
+            table = Table(_objective(model_fn, data, epochs, rows=size),
+                          workdir / f"rows_{task}_{rows}_{size}.pickle")  # fmt: skip
+            runs = [table.get(c, 0) for c in RANKED_CONFIGS]
+            table.save()
+            found.append(_compare(str(size), runs, reference, seed1, table.trained_seconds))
+        for row in found:
+            print(f"  {task} {row['sample']:>8}: rho {row['spearman']:.3f} "
+                  f"(vs seed 1: {row.get('spearman_seed1', float('nan')):.3f}) top {row['top']} "
+                  f"regret metric {row['regret_metric']:.4f}", flush=True)
+        out["tasks"][task] = {
+            "train_rows": len(data.X_train), "metric": full.objective.data.metric_name,
+            "full_metrics": {c.label: r.metric for c, r in zip(RANKED_CONFIGS, reference)},
+            "rows": found,
+        }
+    return out
+
+
+# --- experiment 2: pruners replayed -------------------------------------------------------------
+
+
+def replay(
+    objective: Objective, table: Table, pruner: optuna.pruners.BasePruner, n_trials: int,
+    sampler_seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """A search replayed against ``table``: what ``SearchRun.optimize`` would do, untrained."""
+    study = optuna.create_study(direction="minimize", pruner=pruner,
+                                sampler=studies.default_sampler(sampler_seed))  # fmt: skip
+    for config in baselines(objective.inits, objective.activations):
+        study.enqueue_trial({k: v for k, v in config.to_dict().items() if v is not None})
+    spent, outcome = 0, {"complete": 0, "pruner": 0, "guard": 0, "twin": 0}
+    for _ in range(n_trials):
+        trial = study.ask()
+        config = suggest(trial, objective.inits, objective.activations)
+        twin = _twin(study, trial)
+        if twin is not None:
+            outcome["twin"] += 1
+            trial.set_user_attr("kind", twin.user_attrs.get("kind"))
+            study.tell(trial, twin.value if twin.state.name == "COMPLETE" else None,
+                       state=twin.state)  # fmt: skip
+            continue
+        run = table.get(config, objective.seed)
+        for step, value in run.reports:
+            trial.report(value, step)
+            if trial.should_prune():
+                spent += step
+                outcome["pruner"] += 1
+                trial.set_user_attr("kind", "pruner")
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            spent += run.steps
+            if run.stop is not None:
+                outcome["guard"] += 1
+                trial.set_user_attr("kind", run.stop)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                outcome["complete"] += 1
+                study.tell(trial, run.value)
+    full_steps = objective.budget.epochs * objective.data.steps_per_epoch
+    complete = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
+                      key=lambda t: t.value)  # fmt: skip
+    top: list[Config] = []
+    for t in complete:
+        config = Config.from_dict(t.params)
+        if config not in top:
+            top.append(config)
+    return {"fte": spent / full_steps, "top": top[:3], **outcome}
+
+
+def _twin(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    for other in study.get_trials(deepcopy=False, states=studies.COUNTED_STATES):
+        if other.params == trial.params and other.number != trial.number:
+            if other.user_attrs.get("kind") == "pruner":
+                continue
+            return other
+    return None
+
+
+def confirmed(table: Table, candidates: Sequence[Config]) -> tuple[Config, float]:
+    """The confirmation's pick among ``candidates`` and the default, and its mean metric."""
+    scored = []
+    for config in dict.fromkeys([*candidates, PYTORCH_DEFAULT]):
+        runs = [table.get(config, s) for s in CONFIRM_SEEDS]
+        values = [r.value if r.stop is None and math.isfinite(r.value) else math.inf
+                  for r in runs]  # fmt: skip
+        metric = statistics.fmean(r.metric for r in runs) if all(map(math.isfinite, values)) \
+            else math.nan
+        scored.append((statistics.fmean(values), config, metric))
+    _, config, metric = min(scored, key=lambda s: s[0])
+    return config, metric
+
+
+def pruner_candidates(steps_per_epoch: int, epochs: int) -> dict[str, Callable[[], Any]]:
+    total = steps_per_epoch * epochs
+    spe = steps_per_epoch
+    return {
+        "median": lambda: studies.median_pruner(total),
+        "sha_eta3": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=spe, reduction_factor=3),
+        "sha_eta3_r2": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=2 * spe, reduction_factor=3),
+        "sha_eta2": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=spe, reduction_factor=2),
+        "hyperband_eta3": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=spe, max_resource=total, reduction_factor=3),
+        "hyperband_r2": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=2 * spe, max_resource=total, reduction_factor=3),
+        "none": lambda: optuna.pruners.NopPruner(),
+    }  # fmt: skip
+
+
+def pruners_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_trials: int,
+                       epochs: int, sampler_seeds: Sequence[int], cache_dir: Path | None = None,
+                       only: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "datasets": {}}
+    for name, (model_fn, data, rows) in datasets.items():
+        objective = _objective(model_fn, data, epochs, rows=rows)
+        cache = cache_dir / f"{name}_{rows}_{epochs}.pickle" if cache_dir else None
+        table = Table(objective, cache)
+        candidates = pruner_candidates(objective.data.steps_per_epoch, epochs)
+        rows_out: dict[str, Any] = {}
+        for label, make in candidates.items():
+            if only and label not in only:
+                continue
+            runs = []
+            for seed in sampler_seeds:
+                result = replay(objective, table, make(), n_trials, seed)
+                pick, metric = confirmed(table, result["top"])
+                runs.append({**{k: v for k, v in result.items() if k != "top"},
+                             "top": [c.label for c in result["top"]], "pick": pick.label,
+                             "metric": metric})  # fmt: skip
+            rows_out[label] = {
+                "fte_mean": statistics.fmean(r["fte"] for r in runs),
+                "metric_mean": statistics.fmean(r["metric"] for r in runs),
+                "metric_min": min(r["metric"] for r in runs),
+                "runs": runs,
+            }
+            print(f"  {name:>14} {label:>15}: FTE {rows_out[label]['fte_mean']:.2f}  metric "
+                  f"{rows_out[label]['metric_mean']:.4f} (min {rows_out[label]['metric_min']:.4f})"
+                  f"  picks {[r['pick'] for r in runs]}", flush=True)
+        out["datasets"][name] = {"rows": rows, "metric": objective.data.metric_name,
+                                 "steps_per_epoch": objective.data.steps_per_epoch,
+                                 "configs_trained": len(table.runs),
+                                 "trained_seconds": table.trained_seconds,
+                                 "pruners": rows_out}  # fmt: skip
+        table.save()
+    return out
+
+
+# --- experiment 3: population speed in the search -------------------------------------------
+
+
+POPULATION_CONFIGS = [
+    Config(init, act) for act in ("relu", "tanh", "gelu", "selu")
+    for init in ("kaiming_normal", "xavier_uniform", "orthogonal", "lecun_normal")
+]  # fmt: skip
+
+
+def population_experiment(path: Path, rows: int | None, trials: int, epochs: int,
+                          sizes: Sequence[int], repeats: int, workdir: Path) -> dict[str, Any]:
+    """The search's time with ``population`` = each of ``sizes``, interleaved, on fixed configs
+    (enqueued, so every side trains the same) and on free TPE searches; the default pruner."""
+    from autoinit._search import search
+
+    model_fn, data = load(path)
+    xy, val = (data.X_train, data.y_train), (data.X_val, data.y_val)
+    out: dict[str, Any] = {"rows": rows, "trials": trials, "epochs": epochs, "runs": []}
+    for repeat in range(repeats):
+        for fixed in (True, False):
+            for size in sizes:
+                url = f"sqlite:///{workdir / f'pop_{repeat}_{fixed}_{size}.db'}"
+                if fixed:
+                    queue = optuna.create_study(storage=url, study_name="p", direction="minimize")
+                    for config in POPULATION_CONFIGS[:trials]:
+                        queue.enqueue_trial({"init": config.init, "activation": config.activation})
+                start, cpu = time.perf_counter(), time.process_time()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    study = search(model_fn, xy, val, n_trials=trials, epochs=epochs, storage=url,
+                                   study_name="p", population=size, search_rows=rows,
+                                   prescreen=False, device="cpu")  # fmt: skip
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+                steps = sum(t.user_attrs.get("steps", 0) for t in study.trials)
+                out["runs"].append({"repeat": repeat, "fixed": fixed, "population": size,
+                                    "seconds": seconds, "cpu": cpu, "steps": steps})  # fmt: skip
+                print(f"  fixed={fixed} population={size}: {seconds:.1f} s ({cpu:.1f} s CPU), "
+                      f"{steps} steps", flush=True)
+    for fixed in (True, False):
+        for clock in ("seconds", "cpu"):
+            best = {size: min(r[clock] for r in out["runs"]
+                              if r["fixed"] == fixed and r["population"] == size)
+                    for size in sizes}  # fmt: skip
+            out[f"{'fixed' if fixed else 'tpe'}_{clock}"] = {
+                f"speedup_{size}": best[sizes[0]] / best[size] for size in sizes}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cost_study")
+    parser.add_argument("experiment", choices=["rows", "pruners", "population"])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--sizes", default="2000,5000,10000,20000")
+    parser.add_argument("--tasks", default="regression,classification")
+    parser.add_argument("--datasets", default="breast_cancer,diabetes,digits,generated")
+    parser.add_argument("--search-rows", type=int, default=10_000)
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--pruners", default=None)
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    if args.experiment == "population":
+        path = args.workdir / f"generated_regression_{args.rows}.csv"
+        if not path.exists():
+            generated_frame(args.rows, "regression").to_csv(path, index=False)
+        result = population_experiment(path, args.search_rows, args.trials, args.epochs,
+                                       (1, 4, 8), args.seeds, args.workdir)
+    elif args.experiment == "rows":
+        sizes = [int(s) for s in args.sizes.split(",")]
+        result = rows_experiment(sizes, args.rows, args.tasks.split(","), args.workdir,
+                                 args.epochs)  # fmt: skip
+    else:
+        datasets = {}
+        for name in args.datasets.split(","):
+            if name == "digits":
+                from benchmarks.common import digits
+
+                x, y = digits()
+                order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+                n_val = round(0.2 * len(x))
+                data = argparse.Namespace(
+                    X_train=x[order[n_val:]], y_train=y[order[n_val:]], X_val=x[order[:n_val]],
+                    y_val=y[order[:n_val]], task="classification",
+                )  # fmt: skip
+                datasets[name] = (mlp_factory(64, 10, depth=20, width=64), data, None)
+            elif name == "generated":
+                path = args.workdir / f"generated_regression_{args.rows}.csv"
+                if not path.exists():
+                    generated_frame(args.rows, "regression").to_csv(path, index=False)
+                model_fn, data = load(path)
+                datasets[name] = (model_fn, data, args.search_rows)
+            else:
+                model_fn, data = load(EXAMPLES / f"{name}.csv")
+                datasets[name] = (model_fn, data, None)
+        result = pruners_experiment(datasets, args.trials, args.epochs, range(args.seeds),
+                                    args.workdir, args.pruners.split(",") if args.pruners else None)
+    result["seconds"] = time.perf_counter() - start
+    output = args.output or RESULTS / f"cost_study_{args.experiment}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"written to {output} ({result['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

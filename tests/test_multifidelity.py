@@ -1,0 +1,166 @@
+"""Multi-fidelity search (issue 13, section 1): the default pruner's rungs fall on the steps that
+trials report, the divergence guard still stops a trial at any fidelity, and large data is
+searched on a stratified subsample while the confirmation trains on every row."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from autoinit import records, search
+from autoinit import study as studies
+from autoinit._search import prepare_search, subsample_rows
+from autoinit.errors import ConfigError, StorageError
+from autoinit.options import SearchOptions
+from autoinit.testing import tiny_mlp, toy_classification, toy_regression
+from autoinit.train import prepare_data
+
+
+def _rungs(pruner: optuna.pruners.BasePruner, total: int) -> list[int]:
+    """The steps at which a successive-halving pruner (alone or in Hyperband's brackets)
+    judges a trial, up to ``total``."""
+    brackets = getattr(pruner, "_pruners", None) or [pruner]
+    steps = set()
+    for bracket in brackets:
+        rate = bracket._min_early_stopping_rate
+        rung = 0
+        while (step := bracket._min_resource * bracket._reduction_factor ** (rate + rung)) <= total:
+            steps.add(step)
+            rung += 1
+    return sorted(steps)
+
+
+@pytest.mark.parametrize("steps_per_epoch, epochs", [(20, 10), (313, 10), (50, 4), (675, 2)])
+def test_default_pruner_rungs_fall_on_report_steps(steps_per_epoch, epochs):
+    """Trials report after every epoch, at ``epoch * steps_per_epoch``: every rung is one."""
+    total = steps_per_epoch * epochs
+    pruner = studies.default_pruner(total, steps_per_epoch)
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    reported = {steps_per_epoch * e for e in range(1, epochs + 1)}
+    rungs = _rungs(pruner, total)
+    assert rungs and set(rungs) <= reported, (rungs, sorted(reported))
+
+
+@pytest.mark.parametrize("steps_per_epoch, epochs", [(8, 10), (19, 10), (50, 1), (None, None)])
+def test_short_epochs_or_one_epoch_budgets_keep_the_median_rule(steps_per_epoch, epochs):
+    total = steps_per_epoch * epochs if steps_per_epoch else None
+    pruner = studies.default_pruner(total, steps_per_epoch)
+    assert isinstance(pruner, optuna.pruners.MedianPruner)
+
+
+def test_trials_stop_at_rungs_and_cost_less_than_the_full_budget(storage_url):
+    x, y = toy_classification(n=400, features=8, classes=3)
+    study = search(tiny_mlp(8, 3, depth=3, width=16), (x, y), n_trials=16, epochs=9,
+                   batch_size=16, storage=storage_url, prescreen=False)  # fmt: skip
+    assert isinstance(study.pruner, optuna.pruners.SuccessiveHalvingPruner)
+    per_epoch = 20  # 320 training rows, batch 16
+    full = 9 * per_epoch
+    pruned = [t for t in study.trials if records.prune_kind(t) == "pruner"]
+    assert pruned, "the default pruner stopped nothing in 16 trials"
+    rungs = set(_rungs(study.pruner, full))
+    for trial in pruned:
+        assert trial.user_attrs[records.STEPS] in rungs
+        assert trial.user_attrs[records.PRUNE_REASON].startswith("pruned by the study's pruner")
+    steps = sum(t.user_attrs.get(records.STEPS, 0) for t in study.trials)
+    assert steps < 0.8 * 16 * full
+
+
+def test_the_guard_stops_a_diverging_trial_whatever_the_fidelity(tmp_path):
+    storage_url = f"sqlite:///{tmp_path / 'g.db'}"
+    x, y = toy_classification(n=240, features=8, classes=3)
+    queue = optuna.create_study(storage=storage_url, study_name="g", direction="minimize")
+    for init in ("kaiming_normal", "normal"):
+        queue.enqueue_trial({"init": init, "activation": "relu"})
+    study = search(tiny_mlp(8, 3, depth=6, width=32), (x, y), n_trials=2, epochs=6,
+                   storage=storage_url, study_name="g", inits=["kaiming_normal", "normal"],
+                   activations=["relu"], prescreen=False)  # fmt: skip
+    diverged = study.trials[1]
+    assert diverged.state == optuna.trial.TrialState.PRUNED
+    assert records.prune_kind(diverged) in ("exploding", "non-finite")
+
+
+# --- searching on a subsample ----------------------------------------------------------------
+
+
+def test_subsample_keeps_class_shares_and_every_class():
+    x = torch.randn(10_000, 4)
+    y = torch.cat([torch.zeros(9_000), torch.ones(990), torch.full((10,), 2.0)]).long()
+    data = prepare_data((x, y), seed=0)
+    small = subsample_rows(data, 500, seed=0)
+    counts = torch.bincount(small.train[1], minlength=3)
+    full = torch.bincount(data.train[1], minlength=3)
+    assert counts.sum() == 500 and counts[2] >= 1
+    assert abs(counts[1] / 500 - full[1] / full.sum()) < 0.01
+    assert small.val is data.val  # validation is never subsampled
+    again = subsample_rows(data, 500, seed=0)
+    assert torch.equal(again.train[0], small.train[0])  # the same rows in every process
+
+
+def test_subsample_keeps_the_regression_targets_spread():
+    x, y = toy_regression(n=5_000, features=4)
+    data = prepare_data((x, y), seed=0)
+    small = subsample_rows(data, 400, seed=0)
+    assert len(small.train[0]) == 400
+    full_q = torch.quantile(data.train[1].flatten(), torch.tensor([0.1, 0.5, 0.9]))
+    small_q = torch.quantile(small.train[1].flatten(), torch.tensor([0.1, 0.5, 0.9]))
+    assert torch.allclose(full_q, small_q, atol=0.1 * float(data.train[1].std()))
+
+
+def test_trials_search_the_subsample_and_confirmation_gets_every_row(storage_url):
+    x, y = toy_classification(n=1_000, features=8, classes=3)
+    options = SearchOptions(n_trials=2, epochs=1, storage=storage_url, search_rows=300,
+                            prescreen=False)  # fmt: skip
+    run = prepare_search(tiny_mlp(8, 3), (x, y), None, options)
+    assert len(run.search_objective.data.train[0]) == 300
+    assert len(run.objective.data.train[0]) == 800  # what confirm() retrains with
+    assert run.objective.data.val is run.search_objective.data.val
+    assert run.study.user_attrs[records.STUDY_BUDGET]["search_rows"] == 300
+    run.optimize()
+    steps = {t.user_attrs[records.STEPS] for t in run.study.trials if t.state.is_finished()}
+    assert steps == {5}  # ceil(300 / 64) steps: one epoch of the subsample
+
+
+def test_no_subsample_when_the_rows_fit_or_when_turned_off(storage_url):
+    x, y = toy_classification(n=200, features=8, classes=3)
+    for rows in (None, 160, 10_000):
+        options = SearchOptions(n_trials=1, storage=storage_url, study_name=f"s{rows}",
+                                search_rows=rows, prescreen=False)  # fmt: skip
+        run = prepare_search(tiny_mlp(8, 3), (x, y), None, options)
+        assert run.search_objective.data is run.objective.data
+        assert "search_rows" not in run.study.user_attrs[records.STUDY_BUDGET]
+
+
+def test_resuming_with_other_search_rows_is_refused(storage_url):
+    x, y = toy_classification(n=1_000, features=8, classes=3)
+    prepare_search(tiny_mlp(8, 3), (x, y), None,
+                   SearchOptions(storage=storage_url, study_name="r", search_rows=300))
+    with pytest.raises(StorageError, match="another budget"):
+        prepare_search(tiny_mlp(8, 3), (x, y), None,
+                       SearchOptions(storage=storage_url, study_name="r", search_rows=400))
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "all"])
+def test_search_rows_option_is_checked(bad):
+    with pytest.raises(ConfigError, match="search_rows must be a positive integer"):
+        SearchOptions(search_rows=bad)
+
+
+def test_recommend_confirms_on_every_row(storage_url, monkeypatch):
+    """The confirmation's retraining sees all 800 training rows, the trials 300."""
+    from autoinit import _recommend
+
+    x, y = toy_classification(n=1_000, features=8, classes=3)
+    seen = []
+    original = _recommend.Objective.attempt
+
+    def spy(self, config, seed, **kwargs):
+        seen.append((kwargs.get("trial") is None, len(self.data.train[0])))
+        return original(self, config, seed, **kwargs)
+
+    monkeypatch.setattr(_recommend.Objective, "attempt", spy)
+    _recommend.recommend(tiny_mlp(8, 3), (x, y), n_trials=3, epochs=1, storage=storage_url,
+                         search_rows=300, seeds=1, top_k=1, prescreen=False)  # fmt: skip
+    searched = {rows for confirming, rows in seen if not confirming}
+    confirmed = {rows for confirming, rows in seen if confirming}
+    assert searched == {300} and confirmed == {800}
