@@ -98,6 +98,8 @@ MODULES: dict[str, Target] = {
             "test_a_model_without_activation_modules_is_warned_about_once_per_class",
             "test_build_passes_the_batch_to_a_data_dependent_init_of_any_model_fn",
             "test_swapping_activations_counts_the_modules_swapped",
+            "test_recurrent_weights_are_drawn_from_the_seed_alone",
+            "test_the_leaky_slope_sets_the_gain",
         )),
         # It checks a warning's stacklevel; the trampoline adds frames between test and apply.
         deselect=("tests/test_apply.py::test_functional_activations_warn_once_per_class",),

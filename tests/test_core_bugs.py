@@ -574,3 +574,19 @@ def test_swapping_activations_counts_the_modules_swapped():
     swap = core("apply").swap_activation_modules
     assert swap(model, Config("xavier_uniform", "tanh")) == 3
     assert sum(isinstance(m, nn.Tanh) for m in model.modules()) == 3
+
+
+def test_recurrent_weights_are_drawn_from_the_seed_alone():
+    config = Config("xavier_uniform", "tanh")
+    first = apply(nn.GRU(4, 8), config, seed=0)
+    torch.randn(100)  # the global RNG moves on; the weights must not depend on it
+    second = apply(nn.GRU(4, 8), config, seed=0)
+    assert _same(first, second)
+
+
+def test_the_leaky_slope_sets_the_gain():
+    net = lambda: nn.Sequential(nn.Linear(64, 64), nn.LeakyReLU(), nn.Linear(64, 2))  # noqa: E731
+    steep = apply(net(), Config("kaiming_normal", "leaky_relu", 0.5), seed=0)[0].weight
+    flat = apply(net(), Config("kaiming_normal", "leaky_relu", 0.01), seed=0)[0].weight
+    ratio = math.sqrt(2 / (1 + 0.5**2)) / math.sqrt(2 / (1 + 0.01**2))
+    assert torch.allclose(steep, flat * ratio, rtol=1e-5, atol=1e-7)
