@@ -1,20 +1,23 @@
 """Data files -> tensors ready to train on.
 
-Today one reader: :func:`load_csv` turns a CSV file into :class:`TabularData` (validated,
-preprocessed, split, float32 tensors). Every problem with the input raises
+Readers: :func:`load_csv` (CSV -> :class:`TabularData`), :func:`load_parquet`,
+:func:`load_arrays` (.npz/.npy), :func:`load_image_folder`, and :func:`load_data`, which picks
+one from the path; each result says its ``kind``. Every problem with the input raises
 :class:`~autoinit.errors.DataError` with one line that names the file or column and says what
-to do; anything the loader decided on its own (the delimiter, the target, dropped columns and
+to do; anything a reader decided on its own (the delimiter, the target, dropped columns and
 rows, junk treated as missing) is in ``notes``.
 
-One job per module:
+The CSV reader, one job per module:
 
 - ``_sniff``: is the file UTF-8 text; its delimiter and header (the ``csv`` module).
 - ``_layout``: which columns are numeric, from a sample of the first rows.
 - ``_reading``: the file in pieces, in parallel threads, or whole when it cannot be cut;
-  ``_frame`` is the step both share (parsed rows -> a float32 block and other columns).
+  ``_frame`` is the step both share (parsed rows -> a float32 block and other columns),
+  ``_read_csv`` turns pandas' parser errors into DataErrors.
 - ``_columns``: feature types, junk, IDs. ``_target``: task detection and encoding.
 - ``_split``: the stratified split. ``_preprocess``: the scikit-learn transformer.
-- ``_load``: ``load_csv``, the steps in order. ``_notes``: the notes collector.
+- ``_load``: ``load_csv``, the steps in order; ``tabular_data``, the steps after reading, for
+  any tabular reader. ``_notes``: the notes collector. ``_tabular``: :class:`TabularData`.
 - ``_limits``: every size and limit, read when used (tests patch them there).
 
 Large files are parsed ``READ_BLOCK_BYTES`` at a time in parallel threads, hashed on the way;

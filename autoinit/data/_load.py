@@ -1,4 +1,5 @@
-"""``load_csv``: every step from a CSV file to :class:`~._tabular.TabularData`, in order."""
+"""``load_csv``: every step from a CSV file to :class:`~._tabular.TabularData`, in order; the
+steps after reading (:func:`tabular_data`) serve any tabular reader."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import torch
 
 from autoinit.data._columns import feature_table
+from autoinit.data._frame import Table
 from autoinit.data._layout import read_layout
 from autoinit.data._notes import Notes
 from autoinit.data._preprocess import preprocess
@@ -58,7 +60,6 @@ def load_csv(
     table = read_table(path, name, layout)
     if table.rows == 0:
         raise DataError(f"{name} has a header but no data rows; add rows below the header.")
-    check_rows(table.rows, val_fraction, name)  # before the target: too few rows is the problem
     fingerprint = {
         "file": name,
         "sha256": table.sha256,
@@ -66,7 +67,31 @@ def load_csv(
         "columns": len(sniffed.header),
         "target": target,
     }
+    data = tabular_data(
+        table, layout.features, fingerprint, notes, task=task, val_fraction=val_fraction, seed=seed
+    )
+    notes.emit_warnings(stacklevel=2)
+    return data
 
+
+def tabular_data(
+    table: Table,
+    features: list[str],
+    fingerprint: dict,
+    notes: Notes,
+    *,
+    task: str,
+    val_fraction: float,
+    seed: int,
+) -> TabularData:
+    """A table as read -> :class:`TabularData`: the target cleaned, the task chosen, the
+    ``features`` columns typed and preprocessed, the rows split. Any tabular reader can end here.
+
+    ``fingerprint`` names the file (``"file"``) and the target (``"target"``); the task is
+    added to it. Warnings are left in ``notes`` for the reader to emit at its caller.
+    """
+    name, target = fingerprint["file"], fingerprint["target"]
+    check_rows(table.rows, val_fraction, name)  # before the target: too few rows is the problem
     y = clean_target(table.others[target], name, notes)
     check_rows(len(y), val_fraction, name)
     check_varies(y, name)
@@ -76,9 +101,9 @@ def load_csv(
     else:
         reason = f"task {task!r} was requested"
     fingerprint["task"] = task
-    features = feature_table(table, layout.features, kept, notes)
+    columns = feature_table(table, features, kept, notes)
     del table
-    if not features.numeric and not features.categorical:
+    if not columns.numeric and not columns.categorical:
         raise DataError(
             f"{name} has no usable feature columns besides the target {target!r}; "
             "add feature columns (the notes say why others were dropped)."
@@ -89,7 +114,7 @@ def load_csv(
         values, classes = regression_values(y, target, name), None
     del y
     train_idx, val_idx = split(values, task, val_fraction, seed, notes)
-    X_train, X_val, feature_names = preprocess(features, train_idx, val_idx, name)
+    X_train, X_val, feature_names = preprocess(columns, train_idx, val_idx, name)
     if task == "classification":
         target_mean = target_scale = None
         y_train, y_val = torch.from_numpy(values[train_idx]), torch.from_numpy(values[val_idx])
@@ -97,7 +122,6 @@ def load_csv(
         target_mean, target_scale, y_train, y_val = standardize(
             values[train_idx], values[val_idx], target, name
         )
-    notes.emit_warnings(stacklevel=2)
     return TabularData(
         X_train=X_train,
         y_train=y_train,
