@@ -338,3 +338,14 @@ def test_fixed_batch_is_seeded_and_the_same_for_every_call(deep_data):
 
 def test_probe_is_exported():
     assert autoinit.probe is probe and "probe" in autoinit.__all__
+
+
+def test_the_up_front_probe_is_skipped_when_it_would_cost_more_than_a_quarter_of_training(
+    deep_data, storage_url
+):
+    tiny = SearchOptions(storage=storage_url, study_name="tiny", n_trials=4, epochs=1)
+    run = prepare_search(DEEP, deep_data, None, tiny)  # 168 probes against 4 x 4 steps
+    assert not _prescreened(run.study)
+    roomy = SearchOptions(storage=storage_url, study_name="roomy", n_trials=4, epochs=1,
+                          inits=("normal", "kaiming_normal"), activations=("relu",))  # fmt: skip
+    assert _prescreened(prepare_search(DEEP, deep_data, None, roomy).study)

@@ -21,6 +21,7 @@ from autoinit.space import LEAKY_SLOPE_RANGE, Config, baselines
 if TYPE_CHECKING:
     from autoinit._search import Objective
 
+MAX_PROBE_SHARE = 0.25  # the up-front probe may cost at most this share of the planned steps
 PROBE_QUEUE = 2  # best-probed configs queued right after the baselines (tuned: benchmarks)
 CLAIM = "prescreen"
 PREFIX = "pre-screened: "
@@ -58,13 +59,16 @@ def prescreen_study(
     first, then the other slopes): the baselines always run, and a deep model whose space
     mostly collapses still trains at least half its budget. A collapsed config left out
     is stopped at 0 steps if the sampler draws it (the trial's own probe), so it never
-    trains either way. Runs once per study, however many processes start together; returns
-    None in the processes that did not run it (and on a resumed study).
+    trains either way. Skipped when probing the space would cost more than a quarter of the
+    planned training (:func:`worth_it`). Runs once per study, however many processes start
+    together; returns None in the processes that did not run it (and on a resumed study).
     """
-    if objective.batch is None or not claims.try_claim(study, CLAIM):
+    configs = probe_space(objective.inits, objective.activations)
+    if objective.batch is None or not worth_it(len(configs), objective, n_trials):
+        return None
+    if not claims.try_claim(study, CLAIM):
         return None
     with claims.holding(study, CLAIM):
-        configs = probe_space(objective.inits, objective.activations)
         table = probe_configs(
             objective.model_fn, objective.batch, configs, objective.data.loss_fn,
             seed=objective.seed,
@@ -95,6 +99,24 @@ def prescreen_study(
         for config in [c for c in table.best(queue + len(known)) if c not in known][:queue]:
             study.enqueue_trial(params_of(config), skip_if_exists=True)
     return table
+
+
+def worth_it(n_configs: int, objective: Objective, n_trials: int | None) -> bool:
+    """Whether probing ``n_configs`` (about one training step each) costs at most
+    :data:`MAX_PROBE_SHARE` of the training the study plans (``n_trials`` full trials).
+
+    A smoke-test budget (a few trials of one short epoch) would spend more on the up-front
+    probe than on training; each trial still probes itself and skips a collapse then.
+    """
+    if n_trials is None:
+        return True
+    budget, data = objective.budget, objective.data
+    per_trial = [s for s in (budget.max_steps,) if s]
+    if budget.epochs:
+        per_trial.append(budget.epochs * data.steps_per_epoch)
+    if not per_trial:  # a time limit only: the steps are unknown, probe
+        return True
+    return n_configs <= MAX_PROBE_SHARE * n_trials * min(per_trial)
 
 
 def _families_first(rows: Sequence[ProbeRow]) -> list[ProbeRow]:

@@ -213,8 +213,8 @@ def _unit_dim(layer: nn.Module, output: torch.Tensor) -> int:
 def _dead_fraction(output: torch.Tensor, dim: int) -> float:
     if output.dim() < 2:
         return 0.0
-    moved = output.detach().movedim(dim, -1).reshape(-1, output.shape[dim])
-    return float((moved == 0).all(dim=0).float().mean())
+    others = [d for d in range(output.dim()) if d != dim]
+    return float((output.detach().abs().amax(dim=others) == 0).float().mean())
 
 
 def _saturated_fraction(output: torch.Tensor, bounds: tuple[float, float] | None) -> float:
@@ -260,10 +260,16 @@ def measure(
             state["last"] = by_module.get(id(module))
             return
         entry = by_module[id(module)] = _Layer(module, names[id(module)])
-        values = out.detach().double()
-        entry.finite = bool(torch.isfinite(values).all())
-        entry.mean = float(values.mean())
-        entry.std = float(values.std()) if values.numel() > 1 else 0.0
+        values = out.detach()
+        if values.numel() > 1:  # one pass in the output's own precision, float64 if it overflows
+            std, mean = torch.std_mean(values)
+            if not math.isfinite(float(std)) and bool(torch.isfinite(values).all()):
+                std, mean = torch.std_mean(values.double())
+            entry.std, entry.mean = float(std), float(mean)
+        else:
+            entry.std, entry.mean = 0.0, float(values.float().sum())
+        entry.finite = math.isfinite(entry.std) and math.isfinite(entry.mean) and (
+            entry.std > 0 or bool(torch.isfinite(values).all()))  # fmt: skip
         entry.own_dead = _dead_fraction(out, _unit_dim(module, out))
         layers.append(entry)
         state["last"] = entry
