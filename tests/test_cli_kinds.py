@@ -110,13 +110,19 @@ def test_the_user_model_receives_the_searched_activation(searches) -> None:
     assert "warning:" not in result.stderr  # Net takes activation: nothing to swap, no warning
 
 
-def test_rnn_searches_only_its_own_nonlinearities(cwd: Path, storage: str) -> None:
+def test_rnn_searches_only_its_own_nonlinearities_and_resumes(cwd: Path, storage: str) -> None:
     result = ok("search", "--data", WAVES, "--storage", storage, *BUDGET, "--model", "rnn",
                 "--inits", "default,orthogonal", *SIZE)  # fmt: skip
     assert "model: RecurrentNet(rnn 1 -> 2x8 -> 3)" in result.stderr
     stored = study(storage, "waves-rnn2x8")
     assert stored.user_attrs[records.STUDY_SPACE]["activations"] == ["tanh", "relu"]
     assert {t.params["activation"] for t in stored.trials} <= {"tanh", "relu"}
+    before = stored_studies(storage)["waves-rnn2x8"]
+    resumed = ok("search", "--data", WAVES, "--storage", storage, *BUDGET, "--model", "rnn",
+                 "--inits", "default,orthogonal", *SIZE, "--trials", "4", "--json")  # fmt: skip
+    after = stored_studies(storage)["waves-rnn2x8"]
+    assert len(after) == 4 and after[:3] == before  # resumed, the first trials untouched
+    assert json.loads(resumed.stdout)["data"]["kind"] == "sequences"
 
 
 def test_an_image_folder_with_mixed_modes_and_a_corrupt_png(cwd: Path, storage: str) -> None:
@@ -141,16 +147,18 @@ def test_an_image_folder_with_mixed_modes_and_a_corrupt_png(cwd: Path, storage: 
 @pytest.mark.slow
 def test_a_user_model_with_worker_processes(cwd: Path, storage: str) -> None:
     """--jobs 2: the worker loads examples/user_cnn.py itself, by its path. The trials are
-    slow enough (~1 s each, 8 of them) that the worker, started at once, takes some."""
+    slow enough (~1 s each, 12 of them) that the worker, started at once, takes some."""
     result = ok("search", "--data", DIGITS, "--storage", storage, "--model", f"{USER_CNN}:Net",
-                "--jobs", "2", "--trials", "8", "--epochs", "3", "--seeds", "1", "--top-k", "1",
-                "--inits", "kaiming_uniform,orthogonal,lecun_uniform,xavier_normal",
-                "--activations", "elu,gelu",  # no baselines queued for the main process alone,
-                "--no-prescreen")  # nor pre-screened trials counted before the worker starts
+                "--jobs", "2", "--trials", "12", "--epochs", "3", "--seeds", "1", "--top-k", "1",
+                "--inits", "kaiming_uniform,orthogonal,lecun_uniform,xavier_normal,trunc_normal",
+                "--activations", "elu,gelu,silu,mish",  # 20 configs, none a baseline (queued
+                # for the main process alone), few repeats (reused, not trained)
+                "--no-prescreen")  # and no pre-screened trials counted before the worker starts
     assert "Recommended: " in result.stdout
     trials = study(storage, "digits-Net").get_trials(states=records.FINISHED_STATES)
-    assert len(trials) >= 8 and all(t.state.name != "FAIL" for t in trials)
-    assert len({t.user_attrs.get(records.PID) for t in trials}) == 2
+    assert len(trials) >= 12 and all(t.state.name != "FAIL" for t in trials)
+    pids = [t.user_attrs.get(records.PID) for t in trials]
+    assert len(set(pids)) == 2, (pids, result.stderr[-2000:])
 
 
 def test_resuming_with_another_model_is_refused(searches) -> None:
