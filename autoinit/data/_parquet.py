@@ -4,42 +4,28 @@ The file is read one row group batch at a time with pyarrow (the optional extra
 ``autoinit[parquet]``), each batch as a pandas frame, and goes through the same
 :func:`~._frame.split_frame` and :class:`~._frame.Assembler` as a CSV file's pieces: numeric
 columns straight into one float32 block, the others kept as pandas columns. From there the
-column typing, target, task detection, preprocessing and split are the CSV reader's own
-functions, in the same order as in :func:`~._load.load_csv`.
+column typing, target, task detection, preprocessing and split are the CSV reader's own.
 
 Parquet stores each column's type, so nothing is sniffed: integer and float columns are
 numbers, booleans, text, categories and decimals are typed by the CSV path's rules, and
-other types (dates, times, binary, nested lists) are dropped with a note.
+other types (dates, times, binary, nested lists) are dropped with a note. The steps after
+reading are the CSV reader's :func:`~._load.tabular_data`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import inspect
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
-from autoinit.data._columns import feature_table
 from autoinit.data._frame import Assembler, split_frame
 from autoinit.data._layout import Layout
-from autoinit.data._load import _check_options
-from autoinit.data._normalize import standardize_targets
+from autoinit.data._load import _check_options, tabular_data
 from autoinit.data._notes import Notes, listing
-from autoinit.data._preprocess import preprocess
-from autoinit.data._split import check_rows, split
 from autoinit.data._tabular import TabularData
-from autoinit.data._target import (
-    check_varies,
-    choose_target,
-    clean_target,
-    detect_task,
-    encode_classes,
-    regression_values,
-)
+from autoinit.data._target import choose_target
 from autoinit.errors import DataError
 
 BATCH_ROWS = 65_536  # rows converted to pandas at a time
@@ -100,7 +86,7 @@ def load_parquet(
         notes.add(f"column {col!r} has type {schema.field(col).type}, not read -> dropped")
     kept = [n for n in names if kinds[n] is not None]
     numeric = [n for n in kept if n != target and kinds[n] == "number"]
-    layout = _layout(
+    layout = Layout(
         options={}, names=kept, unnamed=[], numeric=numeric,
         others=[n for n in kept if n not in numeric], features=[n for n in kept if n != target],
         fields=len(kept),
@@ -118,7 +104,6 @@ def load_parquet(
     del assembler
     if table.rows == 0:
         raise DataError(f"{name} has columns but no rows; add rows.")
-    check_rows(table.rows, val_fraction, name)
     fingerprint = {
         "kind": "tabular",
         "file": name,
@@ -128,53 +113,11 @@ def load_parquet(
         "columns": len(names),
         "target": target,
     }
-
-    y = clean_target(table.others[target], name, notes)
-    check_rows(len(y), val_fraction, name)
-    check_varies(y, name)
-    rows = None if len(y) == table.rows else y.index.to_numpy()
-    if task == "auto":
-        task, reason = detect_task(y)
-    else:
-        reason = f"task {task!r} was requested"
-    fingerprint["task"] = task
-    features = feature_table(table, layout.features, rows, notes)
-    del table
-    if not features.numeric and not features.categorical:
-        raise DataError(
-            f"{name} has no usable feature columns besides the target {target!r}; "
-            "add feature columns (the notes say why others were dropped)."
-        )
-    if task == "classification":
-        values, classes = encode_classes(y)
-    else:
-        values, classes = regression_values(y, target, name), None
-    del y
-    train_idx, val_idx = split(values, task, val_fraction, seed, notes)
-    X_train, X_val, feature_names = _preprocess(features, train_idx, val_idx, name)
-    if task == "classification":
-        target_mean = target_scale = None
-        y_train, y_val = torch.from_numpy(values[train_idx]), torch.from_numpy(values[val_idx])
-    else:
-        target_mean, target_scale, y_train, y_val = standardize_targets(
-            values[train_idx], values[val_idx], f"target {target!r}", name
-        )
-    notes.emit_warnings(stacklevel=2)
-    return TabularData(
-        X_train=X_train,
-        y_train=y_train,
-        X_val=X_val,
-        y_val=y_val,
-        task=task,
-        task_reason=reason,
-        target=target,
-        feature_names=feature_names,
-        classes=classes,
-        target_mean=target_mean,
-        target_scale=target_scale,
-        notes=list(notes),
-        fingerprint=fingerprint,
+    data = tabular_data(
+        table, layout.features, fingerprint, notes, task=task, val_fraction=val_fraction, seed=seed
     )
+    notes.emit_warnings(stacklevel=2)
+    return data
 
 
 def _kind(pa: Any, dtype: Any) -> str | None:
@@ -198,20 +141,6 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     if not categorical:
         return frame
     return frame.assign(**{c: frame[c].astype(object) for c in categorical})
-
-
-def _preprocess(features: Any, train_idx: Any, val_idx: Any, name: str) -> Any:
-    """The CSV path's :func:`preprocess`, which takes the file's name in newer versions (its
-    signature is the CSV reader's to change)."""
-    if "name" in inspect.signature(preprocess).parameters:
-        return preprocess(features, train_idx, val_idx, name)
-    return preprocess(features, train_idx, val_idx)
-
-
-def _layout(**values: Any) -> Layout:
-    """A :class:`Layout` from the fields it has (its fields are the CSV reader's to change)."""
-    known = {field.name for field in dataclasses.fields(Layout)}
-    return Layout(**{key: value for key, value in values.items() if key in known})
 
 
 def _first_line(error: BaseException) -> str:
