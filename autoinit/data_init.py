@@ -121,13 +121,13 @@ def call_order(
     return seen
 
 
-def _rnn_input_weights(layer: nn.RNNBase) -> list[nn.Parameter]:
+def _rnn_input_weights(layer: nn.RNNBase) -> list[torch.Tensor]:
     """The first layer's input-to-hidden weights (both directions)."""
     names = ("weight_ih_l0", "weight_ih_l0_reverse")
     return [getattr(layer, n) for n in names if hasattr(layer, n)]
 
 
-def _weights(layer: nn.Module) -> list[nn.Parameter]:
+def _weights(layer: nn.Module) -> list[torch.Tensor]:
     if isinstance(layer, nn.RNNBase):
         return _rnn_input_weights(layer)
     weight = getattr(layer, "weight", None)

@@ -258,9 +258,9 @@ def choose_model(
                 f"{model} builds its own, so leave them out."
             )
         spec = user_model.parse_spec(model)
-        model_fn = user_model.user_model_fn(spec, kind, shape, n_out)
-        caught = user_model.check_model(model_fn, data, spec)
-        return ModelChoice(model, model_fn, spec.attribute.split(".")[-1], None, None, caught)
+        user_fn = user_model.user_model_fn(spec, kind, shape, n_out)
+        caught = user_model.check_model(user_fn, data, spec)
+        return ModelChoice(model, user_fn, spec.attribute.split(".")[-1], None, None, caught)
     if kind not in _FITS[model]:
         need = {"cnn": "images (N, C, H, W)", "gru": "sequences (N, T, F)",
                 "lstm": "sequences (N, T, F)", "rnn": "sequences (N, T, F)"}[model]  # fmt: skip

@@ -54,7 +54,8 @@ def _kind(trial: FrozenTrial) -> str | None:
 def _reason(trial: FrozenTrial) -> str:
     """The stored reason a trial stopped, as a sentence for hovers and the report."""
     text = trial.user_attrs.get(records.PRUNE_REASON) or trial.system_attrs.get("fail_reason")
-    return f"{_label(trial)}: {text or KIND_LABELS[_kind(trial)]}"
+    kind = _kind(trial)
+    return f"{_label(trial)}: {text or KIND_LABELS.get(kind or '', kind or 'stopped')}"
 
 
 def _figure(title: str, *, message: str | None = None, **layout: Any) -> go.Figure:
@@ -108,15 +109,16 @@ def _get_heatmap_info(study: optuna.Study) -> _HeatmapInfo:
     for key, cell_trials in by_cell.items():
         done = [t for t in cell_trials if t.state == TrialState.COMPLETE]
         stopped = [t for t in cell_trials if _kind(t) is not None]
-        best = min(done, key=lambda t: t.value) if done else None
+        best = min(done, key=records.loss_of) if done else None
         note = ""
         if best is None and stopped:
-            kind = collections.Counter(_kind(t) for t in stopped).most_common(1)[0][0]
-            note = _CELL_NOTES[kind]
+            kind = collections.Counter(_kind(t) for t in stopped).most_common(1)[0][0] or ""
+            note = _CELL_NOTES.get(kind, f"✕ {kind}")  # a user rule's own kind, as it is
+        best_config = _config(best) if best else None
         cells[key] = _Cell(
             best_value=best.value if best else None,
             best_trial=best.number if best else None,
-            best_label=_config(best).label if best else None,
+            best_label=best_config.label if best_config else None,
             note=note,
             reasons=[_reason(t) for t in stopped],
         )
@@ -189,7 +191,7 @@ class _HistoryInfo(NamedTuple):
 
 def _get_history_info(study: optuna.Study) -> _HistoryInfo:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    values = [t.value for t in done]
+    values = [records.loss_of(t) for t in done]
     best = [min(values[: i + 1]) for i in range(len(values))]
     return _HistoryInfo([t.number for t in done], values, best, [_label(t) for t in done])
 
@@ -564,7 +566,7 @@ def _get_signal_info(study: optuna.Study) -> _SignalInfo:
     picked: dict[int, str] = {}
     winner = [t for t in trials if t.state == TrialState.COMPLETE and _config(t) == rec.config]
     if winner:
-        picked[min(winner, key=lambda t: t.value).number] = "winner"
+        picked[min(winner, key=records.loss_of).number] = "winner"
     for config in known:
         mine = [t for t in trials if _config(t) == config]
         if mine:
@@ -599,7 +601,9 @@ def plot_signal(study: optuna.Study) -> go.Figure:
     fig.update_layout(title=title, template="plotly_white")
     colors = _colors([line.name for line in info.lines])
     for line in info.lines:
-        style = {"color": colors[line.name], "dash": "dash" if line.role == "pruned" else "solid"}
+        style: dict[str, Any] = {
+            "color": colors[line.name], "dash": "dash" if line.role == "pruned" else "solid"
+        }
         if line.role == "winner":
             style["width"] = 4
         for col, values in ((1, line.output_std), (2, line.grad_rms)):

@@ -83,7 +83,7 @@ def _winner_trial(trials: Sequence[FrozenTrial], config: Config) -> FrozenTrial 
     done = [t for t in trials if t.state == TrialState.COMPLETE and _config(t) == config]
     with_probe = [t for t in done if t.user_attrs.get(records.PROBE)]
     pool = with_probe or done
-    return min(pool, key=lambda t: t.value) if pool else None
+    return min(pool, key=records.loss_of) if pool else None
 
 
 def _winner_lines(rec: Recommendation, trials: Sequence[FrozenTrial]) -> list[str]:
@@ -92,7 +92,7 @@ def _winner_lines(rec: Recommendation, trials: Sequence[FrozenTrial]) -> list[st
     lines = [f"Why {rec.config.label} won:"]
     trial = _winner_trial(trials, rec.config)
     probe = trial.user_attrs.get(records.PROBE) if trial is not None else None
-    if probe and probe.get("output_std"):
+    if trial is not None and probe and probe.get("output_std"):
         lines.append(f"  - its probe (trial #{trial.number}): {probe_sentence(probe)}.")
     else:
         lines.append("  - no step-0 probe was recorded for it.")

@@ -252,7 +252,7 @@ def measure(
     layers: list[_Layer] = []
     by_module: dict[int, _Layer] = {}
     acts = activation_types()
-    state = {"last": None}
+    state: dict[str, _Layer | None] = {"last": None}
 
     def on_layer(module: nn.Module, args: Any, output: Any) -> None:
         out = output[0] if isinstance(output, tuple) else output

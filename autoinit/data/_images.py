@@ -80,6 +80,8 @@ def parse_image_size(value: str | int | Sequence[int] | None) -> tuple[int, int]
     elif isinstance(value, str):
         parts = value.lower().replace("×", "x").split("x")
         parts = parts * 2 if len(parts) == 1 else parts
+    elif isinstance(value, bool):
+        raise DataError(f"bad image size {value!r}: give one or two positive integers.")
     else:
         parts = list(value)
     try:

@@ -127,17 +127,17 @@ def _read_npz(path: Path, name: str, notes: Notes) -> tuple[np.ndarray, np.ndarr
         x_key = _key(files, ("x", "X"), name, "the inputs")
         y_key = _key(files, ("y", "Y"), name, "the targets")
         x, y = _member(archive, x_key, name), _member(archive, y_key, name)
-        declared = None
+        declared: str | None = None
         if "kind" in files:
-            declared = _member(archive, "kind", name)
-            if declared.shape != () or declared.dtype.kind not in "US" or (
-                str(declared) not in KINDS
+            stored = _member(archive, "kind", name)
+            if stored.shape != () or stored.dtype.kind not in "US" or (
+                str(stored) not in KINDS
             ):  # fmt: skip
                 raise DataError(
                     f"'kind' in {name} must be one of {listing(KINDS)} (a string) but is "
-                    f"{str(declared)[:40]!r}."
+                    f"{str(stored)[:40]!r}."
                 )
-            declared = str(declared)
+            declared = str(stored)
         extra = [f for f in files if f not in (x_key, y_key, "kind")]
         if extra:
             notes.add(f"{name}: arrays {listing(extra)} are not used (only x, y and kind)")
