@@ -157,8 +157,12 @@ def test_a_user_model_with_worker_processes(cwd: Path, storage: str) -> None:
     assert "Recommended: " in result.stdout
     trials = study(storage, "digits-Net").get_trials(states=records.FINISHED_STATES)
     assert len(trials) >= 12 and all(t.state.name != "FAIL" for t in trials)
-    pids = [t.user_attrs.get(records.PID) for t in trials]
-    assert len(set(pids)) == 2, (pids, result.stderr[-2000:])
+    # A worker that cannot load the file by its path dies at start: the search warns.
+    assert "exited abnormally" not in result.stderr, result.stderr[-2000:]
+    # Which process trains how many trials depends on the machine's load (a busy machine can
+    # let the main process finish all 12 before the worker has imported torch), so the PIDs
+    # are not counted here; tests/test_workers.py proves that workers share the work.
+    assert all(t.user_attrs.get(records.PID) for t in trials)
 
 
 def test_resuming_with_another_model_is_refused(searches) -> None:

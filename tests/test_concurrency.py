@@ -42,7 +42,7 @@ def trials(storage: str, name: str, states=None) -> list[optuna.trial.FrozenTria
     return optuna.load_study(study_name=name, storage=storage).get_trials(states=states)
 
 
-def wait_for(condition, timeout: float = 120.0) -> None:
+def wait_for(condition, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
