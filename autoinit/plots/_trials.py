@@ -1,10 +1,7 @@
-"""plotly figures of an autoinit study, drawn from its stored records alone.
+"""Figures of the search trials: heatmap, history, learning curves, gradient norms, stops,
+importance."""
 
-As in ``optuna/visualization/_intermediate_values.py``, each figure has a ``_get_*_info(study)``
-that computes a small NamedTuple of plain data (what the tests check) and a ``plot_*(study)`` that
-draws it. Nothing is retrained, so a study run on another machine plots the same, and every figure
-copes with an empty study, or one with only pruned or failed trials, by saying so in the figure.
-"""
+
 
 from __future__ import annotations
 
@@ -16,59 +13,19 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
 from autoinit import records
-from autoinit.recommendation import Recommendation
-from autoinit.space import Config
-
-FAILED = records.FAILED
-KIND_LABELS = records.STOP_LABELS
-# Short enough to fit a heatmap cell; the hover gives each trial's full reason.
-_CELL_NOTES = {
-    "non-finite": "✕ NaN", "exploding": "✕ explodes", "vanishing": "✕ vanishes",
-    "symmetric": "✕ symmetric", records.PRESCREEN: "✕ step 0", "pruner": "pruned",
-    FAILED: "failed",
-}  # fmt: skip
-_GUARD_KINDS = frozenset(records.PRUNE_KINDS) - {"pruner"}
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-_DIVERGED_COLOR = "#d62728"
-_GREY = "#7f7f7f"
-
-
-def _config(trial: FrozenTrial) -> Config | None:
-    """The trial's configuration, or None for a trial that failed before its params were drawn."""
-    try:
-        return Config.from_dict(trial.params)
-    except KeyError:
-        return None
-
-
-def _label(trial: FrozenTrial) -> str:
-    config = _config(trial)
-    return f"#{trial.number} {config.label}" if config else f"#{trial.number}"
-
-
-def _kind(trial: FrozenTrial) -> str | None:
-    """Why the trial stopped early: a prune kind, ``"failed"``, or None when it did not."""
-    return FAILED if trial.state == TrialState.FAIL else records.prune_kind(trial)
-
-
-def _reason(trial: FrozenTrial) -> str:
-    """The stored reason a trial stopped, as a sentence for hovers and the report."""
-    text = trial.user_attrs.get(records.PRUNE_REASON) or trial.system_attrs.get("fail_reason")
-    kind = _kind(trial)
-    return f"{_label(trial)}: {text or KIND_LABELS.get(kind or '', kind or 'stopped')}"
-
-
-def _figure(title: str, *, message: str | None = None, **layout: Any) -> go.Figure:
-    """An empty figure; with ``message``, one that says why there is nothing to draw."""
-    fig = go.Figure(layout=go.Layout(title=title, template="plotly_white", **layout))
-    if message is not None:
-        fig.update_xaxes(visible=False)
-        fig.update_yaxes(visible=False)
-        fig.add_annotation(
-            text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5
-        )
-    return fig
-
+from autoinit.plots._common import (
+    _CELL_NOTES,
+    _DIVERGED_COLOR,
+    _GREY,
+    _GUARD_KINDS,
+    KIND_LABELS,
+    _colors,
+    _config,
+    _figure,
+    _kind,
+    _label,
+    _reason,
+)
 
 # --- init x activation heatmap ----------------------------------------------------------------
 
@@ -253,10 +210,6 @@ def _get_learning_curves_info(study: optuna.Study) -> _LearningCurvesInfo:
     return _LearningCurvesInfo(curves)
 
 
-def _colors(names: list[str]) -> dict[str, str]:
-    return {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(dict.fromkeys(names))}
-
-
 def plot_learning_curves(study: optuna.Study) -> go.Figure:
     """Validation loss at each evaluation of each trial, coloured by activation."""
     info = _get_learning_curves_info(study)
@@ -418,216 +371,3 @@ def plot_importance(study: optuna.Study) -> go.Figure:
     return fig
 
 
-# --- confirmation over seeds ------------------------------------------------------------------
-
-
-class _ConfirmationInfo(NamedTuple):
-    labels: list[str]  # best first, as ranked by the confirmation
-    means: list[float | None]  # None where a seed diverged (the mean is not finite)
-    stds: list[float]
-    values: list[list[float | None]]  # validation loss of each seed; None where it diverged
-    is_default: list[bool]  # PyTorch's default configuration
-    diverged: list[str | None]  # "diverged on 2 of 3 seeds (...)", or None
-    seeds: list[int]
-
-
-def _get_confirmation_info(study: optuna.Study) -> _ConfirmationInfo | None:
-    """The confirmation's ranking, or None when the search ran without one."""
-    rec = Recommendation.from_study(study)
-    if not rec.confirmed or not rec.ranking:
-        return None
-    default = rec.default.config if rec.default else None
-    return _ConfirmationInfo(
-        labels=[r.config.label for r in rec.ranking],
-        means=[records.finite_or_none(r.mean) for r in rec.ranking],
-        stds=[r.std for r in rec.ranking],
-        values=[[records.finite_or_none(v) for v in r.values] for r in rec.ranking],
-        is_default=[r.config == default for r in rec.ranking],
-        diverged=[r.divergence() for r in rec.ranking],
-        seeds=list(rec.seeds),
-    )
-
-
-def plot_confirmation(study: optuna.Study) -> go.Figure:
-    """Mean ± std validation loss over seeds of the best configurations and PyTorch's default.
-
-    A config that diverged on a seed has no finite mean: it gets no bar, a red ✕ note that
-    says on how many seeds it diverged and why, and red ✕ marks for those seeds.
-    """
-    info = _get_confirmation_info(study)
-    title = "Confirmation over seeds"
-    if info is None:
-        return _figure(title, message="No confirmation over seeds was run.")
-    fig = _figure(
-        f"{title} ({len(info.seeds)} seeds)",
-        xaxis={"title": "validation loss (mean ± std)"},
-        yaxis={"autorange": "reversed", "type": "category"},
-    )
-    fig.add_trace(
-        go.Bar(
-            x=info.means,
-            y=info.labels,
-            orientation="h",
-            error_x={"type": "data", "array": info.stds},
-            marker={"color": [_GREY if d else _PALETTE[0] for d in info.is_default]},
-            name="mean ± std",
-        )
-    )
-    points = [(v, label) for label, vs in zip(info.labels, info.values) for v in vs if v is not None]
-    if points:
-        fig.add_trace(
-            go.Scatter(
-                x=[v for v, _ in points],
-                y=[label for _, label in points],
-                mode="markers",
-                marker={"color": "black", "size": 6},
-                name="one seed",
-            )
-        )
-    trained = [v for vs in info.values for v in vs if v is not None]
-    edge = max(trained, default=1.0) * 1.05  # where a diverged seed is marked
-    lost = [(label, n) for label, vs in zip(info.labels, info.values) for n in [vs.count(None)] if n]
-    if lost:
-        fig.add_trace(
-            go.Scatter(
-                x=[edge] * len(lost),
-                y=[label for label, _ in lost],
-                mode="markers+text",
-                marker={"color": _DIVERGED_COLOR, "symbol": "x", "size": 11},
-                text=[f"✕ {n} diverged" for _, n in lost],
-                textposition="middle left",
-                textfont={"color": _DIVERGED_COLOR},
-                hovertext=[d for d in info.diverged if d],
-                hoverinfo="text",
-                name="diverged seed(s)",
-            )
-        )
-    for label, mean, is_default, diverged in zip(
-        info.labels, info.means, info.is_default, info.diverged
-    ):
-        if is_default:
-            text = "PyTorch default" + (f": {diverged}" if diverged else "")
-            fig.add_annotation(x=mean if mean is not None else 0, y=label, text=text,
-                               showarrow=True, ax=60, ay=0,
-                               font={"color": _DIVERGED_COLOR if diverged else "black"})  # fmt: skip
-    return fig
-
-
-# --- signal propagation through depth ---------------------------------------------------------
-
-
-class _SignalLine(NamedTuple):
-    trial_number: int
-    name: str  # "#3 kaiming_normal + relu (baseline)", "... : vanishing" for a pruned one
-    role: str  # "winner", "baseline" or "pruned"
-    layers: list[int]  # the weight layers' indices, first called first
-    output_std: list[float | None]  # per layer; None where non-finite or zero (log scale)
-    grad_rms: list[float | None]
-    reason: str | None  # why a pruned trial stopped (dashed line)
-
-
-class _SignalInfo(NamedTuple):
-    lines: list[_SignalLine]
-
-
-MAX_PRUNED_LINES = 4
-
-
-def _positive(values: list[Any] | None) -> list[float | None]:
-    return [v if isinstance(v, (int, float)) and v > 0 else None for v in values or ()]
-
-
-def _signal_line(trial: FrozenTrial, role: str) -> _SignalLine | None:
-    probe = trial.user_attrs.get(records.PROBE) or {}
-    std = _positive(probe.get("output_std"))
-    if not std:
-        return None
-    grads = _positive(probe.get("grad_rms"))
-    grads += [None] * (len(std) - len(grads))
-    reason = None
-    name = f"{_label(trial)} ({role})"
-    if role == "pruned":
-        kind = _kind(trial)
-        cause = probe.get("cause") if kind == records.PRESCREEN else kind
-        reason = trial.user_attrs.get(records.PRUNE_REASON) or KIND_LABELS.get(kind or "", kind)
-        name = f"{_label(trial)}: {cause or 'stopped'}"
-    return _SignalLine(trial.number, name, role, list(range(len(std))), std, grads[: len(std)],
-                       reason)  # fmt: skip
-
-
-def _get_signal_info(study: optuna.Study) -> _SignalInfo:
-    """The step-0 probe of the baselines, the winner and a few pruned configs (one line each)."""
-    from autoinit.space import baselines
-
-    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(records.PROBE)]
-    space = study.user_attrs.get(records.STUDY_SPACE) or {}
-    known = set(baselines(space.get("inits") or [], space.get("activations") or []))
-    rec = Recommendation.from_study(study)
-    picked: dict[int, str] = {}
-    winner = [t for t in trials if t.state == TrialState.COMPLETE and _config(t) == rec.config]
-    if winner:
-        picked[min(winner, key=records.loss_of).number] = "winner"
-    for config in known:
-        mine = [t for t in trials if _config(t) == config]
-        if mine:
-            first = min(mine, key=lambda t: t.number)
-            picked.setdefault(first.number, "baseline")
-    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.number not in picked
-              and _kind(t) != "pruner"]  # fmt: skip
-    by_cause: dict[str, FrozenTrial] = {}
-    for trial in pruned:  # one per cause first, so that the lines show different failures
-        cause = (trial.user_attrs.get(records.PROBE) or {}).get("cause") or _kind(trial) or "?"
-        by_cause.setdefault(cause, trial)
-    for trial in [*by_cause.values(), *pruned][: MAX_PRUNED_LINES]:
-        picked.setdefault(trial.number, "pruned")
-    by_number = {t.number: t for t in trials}
-    lines = [_signal_line(by_number[n], role) for n, role in picked.items()]
-    return _SignalInfo([line for line in lines if line is not None])
-
-
-def plot_signal(study: optuna.Study) -> go.Figure:
-    """Signal propagation through depth at step 0: per-layer output std and gradient RMS.
-
-    Log scales against the layer index; one line each for the baselines, the winner and a few
-    pruned configs (dashed, named with their reason).
-    """
-    from plotly.subplots import make_subplots
-
-    info = _get_signal_info(study)
-    title = "Signal propagation through depth at step 0"
-    if not info.lines:
-        return _figure(title, message="No trial recorded a step-0 probe.")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("output std", "gradient RMS of weights"))
-    fig.update_layout(title=title, template="plotly_white")
-    colors = _colors([line.name for line in info.lines])
-    for line in info.lines:
-        style: dict[str, Any] = {
-            "color": colors[line.name], "dash": "dash" if line.role == "pruned" else "solid"
-        }
-        if line.role == "winner":
-            style["width"] = 4
-        for col, values in ((1, line.output_std), (2, line.grad_rms)):
-            fig.add_trace(
-                go.Scatter(
-                    x=line.layers, y=values, mode="lines+markers", name=line.name,
-                    legendgroup=line.name, showlegend=col == 1, line=style,
-                    hovertext=line.reason or line.name, hoverinfo="text+x+y",
-                ),
-                row=1, col=col,
-            )  # fmt: skip
-    fig.update_xaxes(title_text="weight layer (input first)")
-    fig.update_yaxes(type="log")
-    return fig
-
-
-FIGURES = (
-    plot_heatmap,
-    plot_confirmation,
-    plot_signal,
-    plot_history,
-    plot_learning_curves,
-    plot_grad_norms,
-    plot_prune_reasons,
-    plot_importance,
-)
-"""Every figure, in the order the report shows them."""
