@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ TODAY = {"pruner": "median", "search_rows": None, "population": 1, "race": False
          "prescreen": False}  # fmt: skip
 # Leave-one-out: the new search with this lever set back to today's value. "population" is off
 # by default, so its run is the new search with population="auto" added instead.
-LEVERS = ("pruner", "search_rows", "race", "prescreen", "population")
+LEVERS = ("race", "pruner", "search_rows")  # the full run's; "prescreen", "population" also work
 ADDED = {"population": "auto"}
 REFERENCE = Config("kaiming_normal", "relu")
 
@@ -163,10 +164,13 @@ def _dataset(path: Path, setting: Setting, workdir: Path, levers: tuple[str, ...
     storage = f"sqlite:///{workdir / (path.stem + '.db')}"
     units: list[Any] = []
     runs: dict[str, dict[str, Any]] = {}
+    _full_training(path, 1)  # a warm-up: the first training in a process pays one-off costs
     units.append(_full_training(path, setting.epochs))  # before each search: the yardstick
     runs["today"] = _search(path, TODAY, setting, storage, "today")
+    _progress(path, "today", runs, units)
     units.append(_full_training(path, setting.epochs))
     runs["new"] = _search(path, {}, setting, storage, "new")
+    _progress(path, "new", runs, units)
     for lever in levers:
         units.append(_full_training(path, setting.epochs))
         if lever == "race":  # the new search's study, confirmed in full
@@ -174,6 +178,7 @@ def _dataset(path: Path, setting: Setting, workdir: Path, levers: tuple[str, ...
         else:
             change = {lever: ADDED.get(lever, TODAY[lever])}
             runs[lever] = _search(path, change, setting, storage, f"lever-{lever}")
+        _progress(path, lever, runs, units)
     one = statistics.median(float(u) for u in units)
     one_cpu = statistics.median(u.cpu for u in units)
     rows = {name: _summary(result, one, one_cpu) for name, result in runs.items()}
@@ -197,16 +202,26 @@ def _dataset(path: Path, setting: Setting, workdir: Path, levers: tuple[str, ...
     }  # fmt: skip
 
 
+def _progress(path: Path, name: str, runs: dict[str, Any], units: list[Any]) -> None:
+    """A line on stderr per run (the section takes minutes)."""
+    row = _summary(runs[name], statistics.median(float(u) for u in units),
+                   statistics.median(u.cpu for u in units))  # fmt: skip
+    print(f"  cost {path.stem} {name}: FTE {row['fte']:.2f} (search {row['search_fte']:.2f}, "
+          f"confirm {row['confirm_fte']:.2f}, probes {row['probe_fte']:.2f}), time "
+          f"{row['time_ratio']:.1f}x, CPU {row['cpu_ratio']:.1f}x one training, "
+          f"{row['recommendation']} {row['metric']}", file=sys.stderr, flush=True)
+
+
 def run(quick: bool, workdir: Path) -> dict[str, Any]:
     setting = _setting(quick)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        datasets = {name: _dataset(EXAMPLES / f"{name}.csv", setting, workdir, ())
+                    for name in setting.bundled}  # fmt: skip
         generated = workdir / f"generated_{setting.rows}.csv"
         generated_frame(setting.rows, "regression").to_csv(generated, index=False)
-        datasets = {"generated": _dataset(generated, setting, workdir, setting.levers)}
-        for name in setting.bundled:
-            datasets[name] = _dataset(EXAMPLES / f"{name}.csv", setting, workdir, ())
+        datasets["generated"] = _dataset(generated, setting, workdir, setting.levers)
     finally:
         torch.set_num_threads(before)
     big = datasets["generated"]

@@ -319,6 +319,7 @@ def pruner_candidates(steps_per_epoch: int, epochs: int) -> dict[str, Callable[[
         "median": lambda: studies.median_pruner(total),
         "sha_eta3": lambda: optuna.pruners.SuccessiveHalvingPruner(
             min_resource=spe, reduction_factor=3),
+        "sha_eta3_capped": lambda: studies.SuccessiveHalving(spe, 3, total),  # the default
         "sha_eta3_r2": lambda: optuna.pruners.SuccessiveHalvingPruner(
             min_resource=2 * spe, reduction_factor=3),
         "sha_eta2": lambda: optuna.pruners.SuccessiveHalvingPruner(

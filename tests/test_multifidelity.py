@@ -17,48 +17,66 @@ from autoinit.testing import tiny_mlp, toy_classification, toy_regression
 from autoinit.train import prepare_data
 
 
-def _rungs(pruner: optuna.pruners.BasePruner, total: int) -> list[int]:
-    """The steps at which a successive-halving pruner (alone or in Hyperband's brackets)
-    judges a trial, up to ``total``."""
-    brackets = getattr(pruner, "_pruners", None) or [pruner]
-    steps = set()
-    for bracket in brackets:
-        rate = bracket._min_early_stopping_rate
-        rung = 0
-        while (step := bracket._min_resource * bracket._reduction_factor ** (rate + rung)) <= total:
-            steps.add(step)
-            rung += 1
-    return sorted(steps)
+def _rungs(pruner: optuna.pruners.BasePruner) -> list[int]:
+    """The steps at which the default successive-halving pruner judges a trial."""
+    assert isinstance(pruner, studies.SuccessiveHalving)
+    return pruner.rung_steps()
 
 
-@pytest.mark.parametrize("steps_per_epoch, epochs", [(20, 10), (313, 10), (50, 4), (675, 2)])
+@pytest.mark.parametrize("steps_per_epoch, epochs", [(20, 10), (313, 10), (50, 4), (675, 3)])
 def test_default_pruner_rungs_fall_on_report_steps(steps_per_epoch, epochs):
-    """Trials report after every epoch, at ``epoch * steps_per_epoch``: every rung is one."""
+    """Trials report after every epoch, at ``epoch * steps_per_epoch``: every rung is one, and
+    none is in the last third of the budget."""
     total = steps_per_epoch * epochs
-    pruner = studies.default_pruner(total, steps_per_epoch)
-    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    rungs = _rungs(studies.default_pruner(total, steps_per_epoch))
     reported = {steps_per_epoch * e for e in range(1, epochs + 1)}
-    rungs = _rungs(pruner, total)
     assert rungs and set(rungs) <= reported, (rungs, sorted(reported))
+    assert max(rungs) * studies.REDUCTION_FACTOR <= total
+    if epochs == 10:
+        assert rungs == [steps_per_epoch, 3 * steps_per_epoch]
 
 
-@pytest.mark.parametrize("steps_per_epoch, epochs", [(8, 10), (19, 10), (50, 1), (None, None)])
-def test_short_epochs_or_one_epoch_budgets_keep_the_median_rule(steps_per_epoch, epochs):
+@pytest.mark.parametrize("steps_per_epoch, epochs",
+                         [(8, 10), (19, 10), (50, 1), (675, 2), (None, None)])  # fmt: skip
+def test_short_epochs_or_short_budgets_keep_the_median_rule(steps_per_epoch, epochs):
     total = steps_per_epoch * epochs if steps_per_epoch else None
     pruner = studies.default_pruner(total, steps_per_epoch)
     assert isinstance(pruner, optuna.pruners.MedianPruner)
+
+
+def _judge(pruner, reports: list[tuple[int, float]], study: optuna.Study) -> bool:
+    trial = study.ask()
+    for step, value in reports:
+        trial.report(value, step)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return True
+    study.tell(trial, reports[-1][1])
+    return False
+
+
+def test_no_rung_in_the_last_third_of_the_budget():
+    """Optuna's rung at 90 of 100 steps prunes a trial that has cost 90%; ours lets it finish."""
+    for pruner, pruned_late in (
+        (optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3), True),
+        (studies.SuccessiveHalving(10, 3, 100), False),
+    ):
+        study = optuna.create_study(pruner=pruner)
+        assert not _judge(pruner, [(10, 1.0), (30, 1.0), (90, 0.1), (100, 0.1)], study)
+        assert _judge(pruner, [(10, 0.5), (30, 0.5), (90, 5.0), (100, 5.0)], study) is pruned_late
+        assert _judge(pruner, [(10, 0.9), (30, 0.9)], study)  # not in the best third at 10
 
 
 def test_trials_stop_at_rungs_and_cost_less_than_the_full_budget(storage_url):
     x, y = toy_classification(n=400, features=8, classes=3)
     study = search(tiny_mlp(8, 3, depth=3, width=16), (x, y), n_trials=16, epochs=9,
                    batch_size=16, storage=storage_url, prescreen=False)  # fmt: skip
-    assert isinstance(study.pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(study.pruner, studies.SuccessiveHalving)
     per_epoch = 20  # 320 training rows, batch 16
     full = 9 * per_epoch
     pruned = [t for t in study.trials if records.prune_kind(t) == "pruner"]
     assert pruned, "the default pruner stopped nothing in 16 trials"
-    rungs = set(_rungs(study.pruner, full))
+    rungs = set(_rungs(study.pruner))
     for trial in pruned:
         assert trial.user_attrs[records.STEPS] in rungs
         assert trial.user_attrs[records.PRUNE_REASON].startswith("pruned by the study's pruner")
