@@ -353,6 +353,12 @@ def test_the_default_rules_and_guard_read_back_with_their_options():
     )
     assert rules[-1].rule.floor == 1e-6  # the wrapped rule has the floor too
     assert repr(Patient(NonFinite(), 2)) == "Patient(NonFinite(), patience=2)"
+    alone = [GradNormBound(), DepthRatio(), Growth(), FirstLayerFloor(), Vanishing()]
+    assert repr(alone) == (  # each rule's own defaults, the same as the guard's
+        "[GradNormBound(max_norm=100000.0), DepthRatio(max_ratio=1000.0), "
+        "Growth(factor=1000.0, reference_steps=3), FirstLayerFloor(floor=1e-08), "
+        "Vanishing(patience=5, floor=1e-08)]"
+    )
 
 
 @pytest.mark.parametrize("make, error, message", [
