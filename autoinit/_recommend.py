@@ -35,7 +35,7 @@ def top_configs(study: optuna.Study, k: int) -> list[Config]:
     """The ``k`` distinct configs with the best single-trial validation loss."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     ordered: list[Config] = []
-    for trial in sorted(complete, key=lambda t: t.value):
+    for trial in sorted(complete, key=records.loss_of):
         config = Config.from_dict(trial.params)
         if config not in ordered:
             ordered.append(config)

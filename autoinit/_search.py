@@ -159,7 +159,7 @@ def _repeat(trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> float:
         trial.set_user_attr(records.PRUNE_KIND, kind)
         trial.set_user_attr(records.PRUNE_REASON, reason)
         raise optuna.TrialPruned(reason)
-    return twin.value
+    return records.loss_of(twin)
 
 
 def search(

@@ -543,7 +543,7 @@ def show(storage: str | None, study_name: str | None, as_json: bool, explain: bo
             complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             listing.append({
                 "study_name": name, "trials": records.trial_counts(study).finished,
-                "best_value": min((t.value for t in complete), default=None),
+                "best_value": min((records.loss_of(t) for t in complete), default=None),
                 "task": study.user_attrs.get(records.STUDY_TASK),
             })  # fmt: skip
         if as_json:

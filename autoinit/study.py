@@ -89,7 +89,7 @@ def open_storage(
             )
         _check_sqlite_path(parsed.database, url)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT}
-    def create() -> optuna.storages.RDBStorage:
+    def make() -> optuna.storages.RDBStorage:
         with _quiet_experimental():
             return optuna.storages.RDBStorage(
                 url,
@@ -102,7 +102,7 @@ def open_storage(
             )
 
     try:
-        storage = retry_race(create)
+        storage = retry_race(make)
     except ImportError:
         raise StorageError(
             f"the database driver for {parsed.drivername} is not installed; for PostgreSQL "
@@ -146,8 +146,9 @@ def retry_race(create: Callable[[], T], attempts: int = RACE_ATTEMPTS) -> T:
 
 
 def _sqlite_exists(database: str | None) -> bool:
-    in_memory = not database or database == ":memory:" or database.startswith("file:")
-    return in_memory or pathlib.Path(database).expanduser().exists()
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return True
+    return pathlib.Path(database).expanduser().exists()
 
 
 def _redact(parsed: sqlalchemy.engine.URL) -> str:
@@ -449,15 +450,16 @@ def load_study(storage: optuna.storages.BaseStorage, study_name: str | None) -> 
 def data_fingerprint(data: TrainingData) -> str:
     """A short hash of the data's shapes and a strided sample of its values."""
     digest = hashlib.sha256(data.task.encode())
-    if data.in_memory:
+    if data.train is not None and data.val is not None:
         for tensor in (*data.train, *data.val):
             flat = tensor.detach().reshape(-1)
             stride = max(1, flat.numel() // 100_000)
             digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
             digest.update(flat[::stride].cpu().numpy().tobytes())
-    else:
-        digest.update(repr((len(data.train_loader.dataset), len(data.val_loader.dataset))).encode())
-        digest.update(type(data.train_loader.dataset).__qualname__.encode())
+    elif data.train_loader is not None and data.val_loader is not None:
+        train, val = data.train_loader.dataset, data.val_loader.dataset
+        digest.update(repr((len(train), len(val))).encode())  # type: ignore[arg-type]
+        digest.update(type(train).__qualname__.encode())
     return digest.hexdigest()[:12]
 
 
