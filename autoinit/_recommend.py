@@ -118,7 +118,7 @@ def _race(
 
 def _losers(alive: list[Config], values: dict[Config, list[float]]) -> dict[Config, str]:
     """The configs that leave the race after this seed, with why."""
-    out = {c: f"dropped after seed {len(values[c])}: it diverged" for c in alive
+    out = {c: f"out after seed {len(values[c])}: it diverged" for c in alive
            if not all(math.isfinite(v) for v in values[c])}  # fmt: skip
     finite = [c for c in alive if c not in out]
     if not finite:
@@ -127,7 +127,7 @@ def _losers(alive: list[Config], values: dict[Config, list[float]]) -> dict[Conf
     for config in finite:
         worse = None if config == leader else _clearly_worse(values[config], values[leader])
         if worse is not None:
-            out[config] = f"dropped after seed {len(values[config])}: {worse}"
+            out[config] = f"out after seed {len(values[config])}: {worse}"
     return out
 
 
@@ -145,8 +145,7 @@ def _clearly_worse(values: list[float], leader: list[float]) -> str | None:
     mean, spread = statistics.fmean(gaps), statistics.stdev(gaps)
     if mean <= 0 or (spread > 0 and mean <= _t_quantile(CONFIDENCE, n - 1) * spread / n**0.5):
         return None
-    return (f"its validation loss was {mean:.3g} above the leader's on average over {n} "
-            f"seeds (paired t-test, {CONFIDENCE:.0%})")  # fmt: skip
+    return f"+{mean:.3g} vs the leader (paired t-test, {CONFIDENCE:.0%})"
 
 
 def _t_quantile(p: float, df: int) -> float:

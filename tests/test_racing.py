@@ -49,7 +49,7 @@ def test_a_diverged_config_leaves_at_once_and_keeps_its_loss():
     objective = ScriptedObjective({A: [0.2, 0.21, 0.2], D: [math.inf, 0.1, 0.1]})
     ranked = {r.config: r for r in _race(objective, [A, D], SEEDS, race=True)}
     assert ranked[D].values == (math.inf,) and ranked[D].seeds == (1000,)
-    assert ranked[D].dropped == "dropped after seed 1: it diverged"
+    assert ranked[D].dropped == "out after seed 1: it diverged"
     assert "exploding gradient at step 3" in ranked[D].stops[0]
     assert (D, 1001) not in objective.calls
     assert ranked[A].seeds == (1000,)  # alone after seed 1: the winner is separated
@@ -59,7 +59,7 @@ def test_a_clearly_worse_config_is_dropped_after_two_seeds_and_a_close_one_is_no
     losses = {A: [0.20, 0.22, 0.21], B: [0.40, 0.43, 0.41], C: [0.21, 0.21, 0.22]}
     objective = ScriptedObjective(losses)
     ranked = {r.config: r for r in _race(objective, [A, B, C], SEEDS, race=True)}
-    assert ranked[B].seeds == (1000, 1001) and ranked[B].dropped.startswith("dropped after seed 2")
+    assert ranked[B].seeds == (1000, 1001) and ranked[B].dropped.startswith("out after seed 2: +")
     assert "paired t-test" in ranked[B].dropped
     assert ranked[A].seeds == ranked[C].seeds == SEEDS and ranked[C].dropped is None
     assert len(objective.calls) == 8  # 3 + 3 + 2: B skipped its third seed
