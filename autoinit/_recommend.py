@@ -145,7 +145,7 @@ def _clearly_worse(values: list[float], leader: list[float]) -> str | None:
     mean, spread = statistics.fmean(gaps), statistics.stdev(gaps)
     if mean <= 0 or (spread > 0 and mean <= _t_quantile(CONFIDENCE, n - 1) * spread / n**0.5):
         return None
-    return f"+{mean:.3g} vs the leader (paired t-test, {CONFIDENCE:.0%})"
+    return f"+{mean:.3g} vs the leader over {n} seeds (paired t-test, {CONFIDENCE:.0%})"
 
 
 def _t_quantile(p: float, df: int) -> float:

@@ -602,7 +602,7 @@ def test_a_config_is_clearly_worse_only_by_a_paired_t_test_over_two_seeds_or_mor
     worse = core("recommend")._clearly_worse
     assert worse([5.0], [1.0]) is None  # one seed: no test
     # the same gap on every seed: no spread
-    assert worse([2.0, 3.0], [1.0, 2.0]) == "+1 vs the leader (paired t-test, 95%)"
+    assert worse([2.0, 3.0], [1.0, 2.0]) == "+1 vs the leader over 2 seeds (paired t-test, 95%)"
     assert worse([1.0, 2.0], [1.0, 2.0]) is None and worse([0.5, 1.5], [1.0, 2.0]) is None
     assert worse([2.0, 3.1], [1.0, 2.0]) is not None  # gaps 1.0, 1.1: t = 21 > t(0.95, 1) = 6.3
     assert worse([1.1, 4.0], [1.0, 2.0]) is None  # gaps 0.1, 2.0: t = 1.1, not clear
