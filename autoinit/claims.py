@@ -115,7 +115,9 @@ def release(study: optuna.Study, name: str) -> None:
 
 
 @contextlib.contextmanager
-def holding(study: optuna.Study, name: str, *, beat_every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+def holding(
+    study: optuna.Study, name: str, *, beat_every: float = HEARTBEAT_SECONDS
+) -> Iterator[None]:
     """Keep a claim alive (a heartbeat thread) while the work runs; mark it done after it.
 
     If the work raises (Ctrl+C, SIGTERM, a bug), the claim is released for another process.

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import shlex
 import sys
 import warnings
@@ -172,7 +171,7 @@ def _search_rows(ctx: click.Context, param: click.Parameter, value: str | None) 
     return rows
 
 
-def _given(*, population: int | str | None, search_rows: int | None, unset: bool) -> dict:
+def _given(*, population: int | str | None, search_rows: int | str | None, unset: bool) -> dict:
     """The options given on the command line; the others keep ``SearchOptions``' defaults."""
     given: dict[str, Any] = {} if population is None else {"population": population}
     if not unset:
@@ -463,7 +462,8 @@ def _ranking_table(rec: Recommendation) -> list[str]:
         rows.append((
             str(index), config.init, config.activation,
             "" if config.leaky_slope is None else f"{config.leaky_slope:.3g}",
-            ranked.evidence(), records.format_pm(ranked.metric_mean, ranked.metric_std, missing="-"),
+            ranked.evidence(),
+            records.format_pm(ranked.metric_mean, ranked.metric_std, missing="-"),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

@@ -89,5 +89,7 @@ class SearchOptions:
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 if isinstance(value, str):
-                    raise ConfigError(f"{name} must be a list of names but got the string {value!r}.")
+                    raise ConfigError(
+                        f"{name} must be a list of names but got the string {value!r}."
+                    )
                 object.__setattr__(self, name, tuple(value))

@@ -118,7 +118,8 @@ def _round(
     try:
         with contextlib.ExitStack() as beats:
             for trial in trials:
-                beats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+                beat = get_heartbeat_thread(trial._trial_id, study._storage)
+                beats.enter_context(beat)  # type: ignore[arg-type]  # a context manager, untyped
             for frozen in _run(study, objective, trials, open_trials):
                 for callback in callbacks:
                     callback(study, frozen)

@@ -31,7 +31,7 @@ def _same(text: str) -> str:
 
 
 def _short(reason: str | None) -> str:
-    """``"vanishing gradient at step 30: first layer ..."`` -> ``"vanishing gradient at step 30"``."""
+    """A stop reason's first clause: ``"vanishing gradient at step 30"``."""
     return (reason or "stopped").split(":", 1)[0].strip()
 
 
@@ -79,7 +79,7 @@ class Ranked:
         return statistics.stdev(known) if len(known) > 1 else (0.0 if known else None)
 
     def divergence(self, quote: Quote = _same) -> str | None:
-        """``"diverged on 2 of 3 seeds (vanishing gradient at step 30)"``, or None if it never did."""
+        """``"diverged on 2 of 3 seeds (vanishing gradient at step 30)"``; None if it never did."""
         if not self.n_diverged:
             return None
         reasons = list(dict.fromkeys(quote(_short(r)) for r, v in zip(self._stops(), self.values)
@@ -250,7 +250,9 @@ class Recommendation:
             return f"Use {quote(self.config.label)}: {evidence} over seeds {seeds}."
         name = f"PyTorch's default ({quote(default.config.label)})"
         if default.config == self.config:
-            return f"Keep PyTorch's default: no configuration beat it ({evidence} over seeds {seeds})."
+            return (
+                f"Keep PyTorch's default: no configuration beat it ({evidence} over seeds {seeds})."
+            )
         if default.n_diverged == len(default.values):
             return (
                 f"Use {quote(self.config.label)}: {evidence} over seeds {seeds}. {name} "
@@ -301,7 +303,9 @@ class Recommendation:
         ]  # fmt: skip
         default = self.default
         if default is not None and default.config == self.config:
-            lines.append(f"  PyTorch default ({default.config.label}) won: no configuration beat it")
+            lines.append(
+                f"  PyTorch default ({default.config.label}) won: no configuration beat it"
+            )
         if default is not None and default.config != self.config:
             name = f"PyTorch default ({default.config.label})"
             if not default.trained:
@@ -309,7 +313,9 @@ class Recommendation:
             else:
                 lines.append(f"  {name}: validation loss {default.evidence()}")
             if self.improvement_pct is not None:
-                lines.append(f"  {self.improvement_pct:+.1f}% lower validation loss than the default")
+                lines.append(
+                    f"  {self.improvement_pct:+.1f}% lower validation loss than the default"
+                )
         return "\n".join(lines)
 
     # --- storage ------------------------------------------------------------------------------
@@ -370,7 +376,7 @@ class Recommendation:
         return _from_trials(study).with_trials(study)
 
     def with_trials(self, study: optuna.Study) -> Recommendation:
-        """This recommendation carrying ``study``'s trials, so that :meth:`explain` can read them."""
+        """This recommendation with ``study``'s trials, so that :meth:`explain` can read them."""
         return dataclasses.replace(
             self, trials=tuple(study.get_trials(deepcopy=False)), study_attrs=dict(study.user_attrs)
         )
@@ -408,7 +414,9 @@ def no_trial_reason(study: optuna.Study) -> str:
     if not counts.total:
         return "The study has no trials yet, so there is nothing to recommend."
     if not counts.finished and not counts.failed:
-        return f"None of the {counts.total} trials has finished yet, so there is nothing to recommend."
+        return (
+            f"None of the {counts.total} trials has finished yet, so there is nothing to recommend."
+        )
     return (
         f"None of the {counts.total} trials completed, so there is nothing to recommend. "
         f"Trials: {counts.describe()}. To get one, {ADVICE}."

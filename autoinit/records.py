@@ -110,6 +110,7 @@ def format_pm(mean: float | None, std: float | None, *, missing: str = "diverged
         return f"{mean:.4g}"
     return f"{mean:.4g} ± {std:.2g}"
 
+
 FAILED = "failed"  # counted next to the prune kinds
 STOP_LABELS = {
     "non-finite": "non-finite",
@@ -142,18 +143,33 @@ class TrialCounts:
         return self.finished + self.failed + self.running + self.waiting
 
     def describe(self) -> str:
-        """``14 trials: 6 complete, 7 pruned (exploding 2, ...), 1 failed`` (or ``no trials yet``)."""
+        """``14 trials: 6 complete, 7 pruned (exploding 2, ...), 1 failed`` or ``no trials yet``."""
         if not self.total:
             return "no trials yet"
         kinds = ", ".join(f"{STOP_LABELS.get(k, k)} {n}" for k, n in self.stopped.items() if n)
-        parts = [f"{self.complete} complete", f"{self.pruned} pruned" + (f" ({kinds})" if kinds else "")]
-        parts += [f"{n} {name}" for name, n in
-                  (("failed", self.failed), ("running", self.running), ("waiting", self.waiting)) if n]
+        parts = [
+            f"{self.complete} complete",
+            f"{self.pruned} pruned" + (f" ({kinds})" if kinds else ""),
+        ]
+        parts += [
+            f"{n} {name}"
+            for name, n in (
+                ("failed", self.failed),
+                ("running", self.running),
+                ("waiting", self.waiting),
+            )
+            if n
+        ]
         return f"{self.total} trial{'s' if self.total != 1 else ''}: " + ", ".join(parts)
 
     def to_dict(self) -> dict[str, int]:
-        return {"complete": self.complete, "pruned": self.pruned, "failed": self.failed,
-                "running": self.running, "waiting": self.waiting}
+        return {
+            "complete": self.complete,
+            "pruned": self.pruned,
+            "failed": self.failed,
+            "running": self.running,
+            "waiting": self.waiting,
+        }
 
 
 def trial_counts(study: optuna.Study) -> TrialCounts:
@@ -166,7 +182,7 @@ def trial_counts(study: optuna.Study) -> TrialCounts:
         complete=by_state[state.COMPLETE], pruned=by_state[state.PRUNED],
         failed=by_state[state.FAIL], running=by_state[state.RUNNING],
         waiting=by_state[state.WAITING],
-        stopped={k: kinds[k] for k in (*PRUNE_KINDS, *sorted(str(k) for k in set(kinds) - set(PRUNE_KINDS)))
+        stopped={k: kinds[k] for k in (*PRUNE_KINDS, *sorted(map(str, set(kinds) - set(PRUNE_KINDS))))
                  if kinds[k]},
     )  # fmt: skip
 

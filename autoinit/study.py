@@ -247,12 +247,14 @@ class SuccessiveHalving(optuna.pruners.SuccessiveHalvingPruner):
                 f"{max_resource}."
             )
         self.max_resource = max_resource
+        self.min_resource = min_resource  # Optuna's own attribute may be None ("auto")
 
     def rung_steps(self) -> list[int] | None:
         """The steps at which a trial is judged, or None when they go on without end."""
         if self.max_resource is None:
             return None
-        steps, step = [], self._min_resource
+        steps: list[int] = []
+        step = self.min_resource
         while step * self._reduction_factor <= self.max_resource:
             steps.append(step)
             step *= self._reduction_factor
