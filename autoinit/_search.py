@@ -231,7 +231,7 @@ def search(
             whose probe collapses is stopped at 0 steps too. False: train every config.
         population: trials trained together as one batched model: each round asks the
             sampler for this many trials and trains those of one activation as one model
-            (:mod:`autoinit.population_search`). ``"auto"``: 8, or 1 with ``n_jobs > 1``;
+            (:mod:`autoinit.population_search`). ``"auto"``: 4, or 1 with ``n_jobs > 1``;
             1: one trial at a time. A number above 1 needs ``n_jobs=1``.
         search_rows: trials train on a stratified subsample of this many training rows when
             there are more (the confirmation trains on all of them); None: every row.

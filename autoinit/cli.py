@@ -216,7 +216,7 @@ def _given(*, population: int | str | None, search_rows: int | str | None, unset
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes sharing the storage.")
 @click.option("--population", default=None, metavar="K|auto", callback=_population,
-              help="Trials trained together as one batched model (auto: 8, or 1 with "
+              help="Trials trained together as one batched model (auto: 4, or 1 with "
                    "--jobs) [default: 1].")
 @click.option("--search-rows", default=None, metavar="N|all", callback=_search_rows,
               help="Trials train on a stratified subsample of N training rows when there are "

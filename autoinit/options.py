@@ -61,7 +61,7 @@ class SearchOptions:
     val_fraction: float = 0.2
     callbacks: tuple[Callable, ...] = ()
     prescreen: bool = True
-    population: int | str = 1  # trials trained together as one batched model; "auto": 8
+    population: int | str = 1  # trials trained together as one batched model; "auto": 4
     search_rows: int | None = DEFAULT_SEARCH_ROWS  # None: search on every training row
 
     def __post_init__(self) -> None:

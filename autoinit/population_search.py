@@ -48,7 +48,9 @@ if TYPE_CHECKING:
     from autoinit._search import Objective
 
 AUTO = "auto"
-AUTO_SIZE = 8  # measured: see the README's Performance section and benchmarks/README.md (cost)
+# Measured (benchmarks/README.md, issue 13): in the search's CPU time, 4 gained as much as 8 on
+# configs of few activations (2.07x, 2.06x) and more in a free TPE search (1.24x, 0.94x).
+AUTO_SIZE = 4
 
 
 def resolve_population(population: int | str, n_trials: int) -> int:
