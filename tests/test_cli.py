@@ -127,7 +127,12 @@ def test_every_help_shows_an_example(command: list[str]) -> None:
 
 
 def test_version() -> None:
-    assert "0.1.0" in ok("--version").output
+    import importlib.metadata
+
+    import autoinit
+
+    assert autoinit.__version__ in ok("--version").output
+    assert importlib.metadata.version("autoinit") == autoinit.__version__
 
 
 # --- search --------------------------------------------------------------------------------------
