@@ -22,13 +22,13 @@ must never do that. Object arrays are refused with a message that says how to sa
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from autoinit.data._arraydata import KINDS, ArrayData
+from autoinit.data._files import file_sha256, first_line
 from autoinit.data._normalize import (
     channel_stats,
     check_task_option,
@@ -106,7 +106,7 @@ def load_arrays(
             "kind": kind,
             "file": name,
             "format": path.suffix.lower().lstrip("."),
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
             "samples": n,
             "shape": list(X_train.shape[1:]),
             "task": targets.task,
@@ -119,7 +119,7 @@ def _read_npz(path: Path, name: str, notes: Notes) -> tuple[np.ndarray, np.ndarr
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"cannot read {name} as an .npz archive ({_first_line(error)}).") from None
+        raise DataError(f"cannot read {name} as an .npz archive ({first_line(error)}).") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):  # an .npy file named .npz
         raise DataError(f"{name} holds a single array, not an .npz archive; {_HOW}.")
     with archive:
@@ -166,9 +166,9 @@ def _member(archive: np.lib.npyio.NpzFile, key: str, name: str) -> np.ndarray:
     except ValueError as error:
         if _is_object_error(error):
             raise _object_array(name, key) from None
-        raise DataError(f"cannot read array {key!r} of {name} ({_first_line(error)}).") from None
+        raise DataError(f"cannot read array {key!r} of {name} ({first_line(error)}).") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
-        raise DataError(f"cannot read array {key!r} of {name} ({_first_line(error)}).") from None
+        raise DataError(f"cannot read array {key!r} of {name} ({first_line(error)}).") from None
 
 
 def _is_object_error(error: ValueError) -> bool:
@@ -190,9 +190,9 @@ def _read_npy(path: Path, name: str) -> tuple[np.ndarray, np.ndarray, str | None
     except ValueError as error:
         if _is_object_error(error):
             raise _object_array(name, "the array") from None
-        raise DataError(f"cannot read {name} as an .npy array ({_first_line(error)}).") from None
+        raise DataError(f"cannot read {name} as an .npy array ({first_line(error)}).") from None
     except (OSError, EOFError) as error:
-        raise DataError(f"cannot read {name} as an .npy array ({_first_line(error)}).") from None
+        raise DataError(f"cannot read {name} as an .npy array ({first_line(error)}).") from None
     if not isinstance(array, np.ndarray):
         raise DataError(f"{name} is an .npz archive; name it .npz.")
     if array.ndim != 2 or array.shape[1] < 2 or array.dtype.kind not in "biuf":
@@ -244,16 +244,3 @@ def _kind_of(
             + ("" if declared else "; save kind='images' in the .npz to read it as images")
         )
     return kind, x
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:200]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -14,12 +14,12 @@ reading are the CSV reader's :func:`~._load.tabular_data`.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from autoinit.data._files import file_sha256, first_line
 from autoinit.data._frame import Assembler, split_frame
 from autoinit.data._layout import Layout
 from autoinit.data._load import _check_options, tabular_data
@@ -68,7 +68,7 @@ def load_parquet(
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as error:
-        raise DataError(f"cannot read {name} as a Parquet file ({_first_line(error)}).") from None
+        raise DataError(f"cannot read {name} as a Parquet file ({first_line(error)}).") from None
     notes = Notes()
     names = list(schema.names)
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -97,10 +97,10 @@ def load_parquet(
             frame = _plain(batch.to_pandas())
             assembler.add(split_frame(frame, layout), len(frame))
     except (pa.ArrowException, OSError, ValueError) as error:
-        raise DataError(f"cannot read {name} as a Parquet file ({_first_line(error)}).") from None
+        raise DataError(f"cannot read {name} as a Parquet file ({first_line(error)}).") from None
     if not assembler.others:
         raise DataError(f"{name} has columns but no rows; add rows.")
-    table = assembler.finish(_sha256(path))
+    table = assembler.finish(file_sha256(path))
     del assembler
     if table.rows == 0:
         raise DataError(f"{name} has columns but no rows; add rows.")
@@ -141,16 +141,3 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     if not categorical:
         return frame
     return frame.assign(**{c: frame[c].astype(object) for c in categorical})
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:200]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from autoinit.data import _limits
+from autoinit.data._files import file_sha256
 from autoinit.data._frame import Assembler, Table, can_be_numeric, split_frame, tidy
 from autoinit.data._layout import Layout
 from autoinit.data._read_csv import EXTRA_FIELDS, read_csv
@@ -160,7 +161,7 @@ def _read_whole(path: Path, name: str, layout: Layout) -> tuple[Assembler, str]:
     options = dict(layout.options, encoding="utf-8-sig", skipinitialspace=True)
     options["dtype"] = dict.fromkeys(layout.numeric, np.float32)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        sha256 = pool.submit(_sha256, path)  # hashing releases the GIL: overlap it with parsing
+        sha256 = pool.submit(file_sha256, path)  # hashing releases the GIL: overlap it with parsing
         frame = _read_frame(path, name, options)
     layout = layout.without([c for c in layout.numeric if not can_be_numeric(frame[c])])
     table = Assembler(layout, 0)
@@ -183,11 +184,3 @@ def _read_frame(path: Path, name: str, options: dict) -> pd.DataFrame:
         if not options["dtype"]:
             raise
     return read_csv(path, name, **{**options, "dtype": None})
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
