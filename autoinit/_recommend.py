@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,24 +23,47 @@ from autoinit._apply import ModelFn
 from autoinit._search import Objective, SearchRun, prepare_search
 from autoinit.errors import AutoinitError, ConfigError, NoRecommendation
 from autoinit.options import DEFAULT_SEARCH_ROWS, GuardOption, SearchOptions
+from autoinit.population import train_population
 from autoinit.recommendation import Ranked, Recommendation, all_diverged_reason, no_trial_reason
 from autoinit.space import PYTORCH_DEFAULT, Config
 from autoinit.study import this_process
-from autoinit.train import DataLike
+from autoinit.train import DataLike, RunResult
 from autoinit.workers import torch_threads
 
 CONFIRM_SEED_OFFSET = 1000  # confirmation seeds differ from the search's seed
 
 
 def top_configs(study: optuna.Study, k: int) -> list[Config]:
-    """The ``k`` distinct configs with the best single-trial validation loss."""
+    """The ``k`` distinct configs with the best single-trial validation loss, best first.
+
+    Complete trials come first. When fewer than ``k`` configs completed (successive halving lets
+    few trials finish), the trials the pruner stopped fill the list: the deepest rung first, then
+    the best loss there, so that the confirmation still races ``k`` of the search's best.
+    Trials stopped by the guard or the pre-screen never count.
+    """
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    cut = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+           if records.prune_kind(t) == "pruner" and _last_finite(t) is not None]  # fmt: skip
     ordered: list[Config] = []
-    for trial in sorted(complete, key=records.loss_of):
+    for trial in [*sorted(complete, key=records.loss_of), *sorted(cut, key=_rung_order)]:
         config = Config.from_dict(trial.params)
         if config not in ordered:
             ordered.append(config)
     return ordered[:k]
+
+
+def _last_finite(trial: optuna.trial.FrozenTrial) -> tuple[int, float] | None:
+    """The last step a trial reported and its loss there, if finite."""
+    if not trial.intermediate_values:
+        return None
+    step = max(trial.intermediate_values)
+    value = trial.intermediate_values[step]
+    return (step, value) if math.isfinite(value) else None
+
+
+def _rung_order(trial: optuna.trial.FrozenTrial) -> tuple[int, float]:
+    step, value = _last_finite(trial) or (0, math.inf)
+    return -step, value
 
 
 def confirm(
@@ -50,6 +74,7 @@ def confirm(
     top_k: int = 3,
     threads: int | None = None,
     race: bool = True,
+    together: bool = True,
 ) -> Recommendation:
     """Race the top-k configs and PyTorch's default over up to ``seeds`` fresh seeds; store it.
 
@@ -58,7 +83,9 @@ def confirm(
     from the second seed on, when its paired gap to the leader is clearly beyond the spread (see
     :func:`_clearly_worse`). The race ends when only the leader is left or the seeds run out;
     each config's stored evidence lists exactly the seeds it got. ``race=False`` trains every
-    config on every seed (the confirmation of autoinit 0.1).
+    config on every seed (the confirmation of autoinit 0.1). With ``together`` the configs of
+    one seed train as one batched model where they can (``train_population``: the same results
+    within float tolerance, in less time); ``together=False`` trains them one after another.
 
     Raises:
         NoRecommendation: no search trial completed, or every confirmed config diverged on
@@ -76,7 +103,7 @@ def confirm(
     seed_list = tuple(objective.seed + CONFIRM_SEED_OFFSET + i for i in range(seeds))
     configs = list(dict.fromkeys([*candidates, default]))
     with torch_threads(threads, objective.data.device):
-        ranked = _race(objective, configs, seed_list, race=race)
+        ranked = _race(objective, configs, seed_list, race=race, together=together)
     ranking = _rank(ranked)
     default_result = next(r for r in ranked if r.config == default)
     found = math.isfinite(ranking[0].mean) and ranking[0].dropped is None
@@ -96,17 +123,27 @@ def confirm(
 CONFIDENCE = 0.95  # one-sided level of the paired t-test that drops a config from the race
 
 
+Outcome = tuple[float, float | None, str | None]  # a run's loss (inf: diverged), metric, stop
+
+
 def _race(
-    objective: Objective, configs: list[Config], seeds: Sequence[int], *, race: bool
+    objective: Objective,
+    configs: list[Config],
+    seeds: Sequence[int],
+    *,
+    race: bool,
+    together: bool = False,
 ) -> list[Ranked]:
-    runs: dict[Config, list[tuple[float, float | None, str | None]]] = {c: [] for c in configs}
+    runs: dict[Config, list[Outcome]] = {c: [] for c in configs}
     dropped: dict[Config, str] = {}
     for index, seed in enumerate(seeds):
         alive = [c for c in configs if c not in dropped]
         if not alive or (race and len(alive) == 1 and index > 0):
             break  # the winner is separated (or nobody is left)
-        for config in alive:
-            runs[config].append(_train_once(objective, config, seed))
+        outcomes = (_train_together(objective, alive, seed) if together and len(alive) > 1
+                    else [_train_once(objective, config, seed) for config in alive])  # fmt: skip
+        for config, outcome in zip(alive, outcomes):
+            runs[config].append(outcome)
         if race:
             dropped.update(_losers(alive, {c: [v for v, _, _ in runs[c]] for c in alive}))
     return [
@@ -167,14 +204,36 @@ def _default_for(objective: Objective) -> Config:
     return Config("default", objective.activations[0], None)
 
 
-def _train_once(
-    objective: Objective, config: Config, seed: int
-) -> tuple[float, float | None, str | None]:
+def _train_once(objective: Objective, config: Config, seed: int) -> Outcome:
     """One confirmation run: its loss (inf if it diverged), metric and why it stopped."""
     try:  # the guard stays on here, whatever the search used: a diverged run counts as inf
-        result = objective.train(config, seed, guard=objective.guard or {})
+        return _outcome(objective.train(config, seed, guard=objective.guard or {}))
     except optuna.TrialPruned as stopped:
         return math.inf, None, str(stopped) or "stopped by the divergence guard"
+
+
+def _train_together(objective: Objective, configs: list[Config], seed: int) -> list[Outcome]:
+    """:func:`_train_once` for each config, trained as one batched model where they can be.
+
+    Models that cannot batch train one after another (what ``together=False`` does), without
+    the population's warning: nothing is lost but the speed-up.
+    """
+    guard = objective.guard or {}
+    started = [objective.start(config, seed, guard=guard) for config in configs]
+    ready = [model for model, _, stop in started if stop is None]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"the \d+ members train one after another")
+        trained = iter(train_population(ready, objective.data, objective.budget, seeds=seed,
+                                        guard=guard))  # fmt: skip
+    metric_name = objective.data.metric_name
+    return [_outcome(next(trained) if stop is None else RunResult.unstarted(metric_name, stop))
+            for _, _, stop in started]  # fmt: skip
+
+
+def _outcome(result: RunResult) -> Outcome:
+    """A run's :data:`Outcome`; a run the guard stopped counts as inf."""
+    if result.stop is not None:
+        return math.inf, None, result.stop.reason or "stopped by the divergence guard"
     if not math.isfinite(result.value):
         return math.inf, None, "non-finite validation loss"
     return result.value, records.finite_or_none(result.metric), None

@@ -3,10 +3,11 @@
 :meth:`autoinit._search.SearchRun.optimize` runs this loop instead of ``study.optimize`` when the
 search's ``population`` is above 1. Each round asks the sampler for up to ``population`` trials
 (TPE's ``constant_liar`` keeps them apart), resolves the duplicates as a trial would
-(:func:`~autoinit._search._finished_twin`), groups the rest by activation (an initializer only
-changes the starting weights, so members of one activation share one structure) and trains each
-group with :func:`autoinit.population.train_population`. Every member reports its own validation
-losses to its own trial (:func:`~autoinit.population.trial_reporter`), so the study's pruner
+(:func:`~autoinit._search._finished_twin`), groups the rest (the built-in MLP: all of them, since
+its batched engine runs each activation on its own members; other models: by activation, since an
+initializer only changes the starting weights) and trains each group with
+:func:`autoinit.population.train_population`. Every member reports its own validation losses to
+its own trial (:func:`~autoinit.population.trial_reporter`), so the study's pruner
 judges it as it would judge a trial trained alone; a member the guard or the pruner stops is
 removed from the group and told ``PRUNED`` with the stop's kind and reason.
 
@@ -18,9 +19,10 @@ trials than the study has left.
 
 A group whose members cannot be batched (see :func:`autoinit.population.can_batch`) trains member
 by member, after one warning. With the same configs in the same order, a population search gives
-the results of a sequential one within float tolerance, pruning included when the members of a
-round share one activation (the successive-halving pruner then sees the same values at each rung;
-across activation groups a later group's trial is compared with fewer of its round's trials).
+the results of a sequential one within float tolerance, pruning included when a round
+trains as one group (the MLP's rounds, or a round of one activation): the successive-halving
+pruner then sees the same values at each rung; across groups a later group's trial is compared
+with fewer of its round's trials.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from optuna.trial import TrialState
 from autoinit import records
 from autoinit import study as studies
 from autoinit.errors import ConfigError
-from autoinit.population import train_population, trial_reporter
+from autoinit.population import one_bmm_structure, train_population, trial_reporter
 from autoinit.space import Config, suggest
 from autoinit.train import RunResult
 
@@ -204,7 +206,11 @@ def _alone(study, objective, trial, tell):  # type: ignore[no-untyped-def]
 
 
 def _groups(members: list[_Member]) -> list[list[_Member]]:
-    """Members of one activation (and slope) together, groups in order of their first member."""
+    """All members in one group when they differ only in activations on the ``bmm`` engine (the
+    built-in MLP); else members of one activation (and slope) together, in order of their first
+    member."""
+    if one_bmm_structure([m.model for m in members if m.model is not None]):
+        return [members]
     groups: dict[tuple[str, float | None], list[_Member]] = {}
     for member in members:
         key = (member.config.activation, member.config.leaky_slope)

@@ -28,7 +28,7 @@ from autoinit import Recommendation, recommend
 from autoinit.cli import ERROR_LOG, NO_RECOMMENDATION, main
 from autoinit.errors import NoRecommendation
 from autoinit.models import MLP
-from autoinit.report import summary_markdown, write_report
+from autoinit.report import summary_markdown
 from autoinit.testing import toy_classification
 
 HAS_DASHBOARD = "optuna_dashboard" in sys.modules or __import__("importlib").util.find_spec(

@@ -439,11 +439,42 @@ def test_members_of_different_shapes_cannot_batch(mlp_data):
         train_population(models, mlp_data, Budget(epochs=1), engine="vmap")
 
 
-def test_members_with_different_activations_cannot_batch(mlp_data):
-    models = [build(tiny_mlp(8, 3, depth=2, width=16), Config("kaiming_normal", act))
-              for act in ("relu", "tanh")]  # fmt: skip
-    ok, reason = can_batch(models, next(mlp_data.val_batches()))
+MIXED = [Config("kaiming_normal", "relu"), Config("xavier_uniform", "tanh"),
+         Config("orthogonal", "leaky_relu", 0.1), Config("default", "relu"),
+         Config("lecun_normal", "selu")]  # fmt: skip
+
+
+@pytest.mark.parametrize("own_orders", [False, True], ids=["shared-order", "own-order"])
+def test_mlp_members_of_different_activations_batch_on_bmm_and_match(mlp_data, own_orders):
+    """The confirmation's race trains configs of several activations as one bmm model."""
+    models = [build(tiny_mlp(8, 3, depth=3, width=16), c, seed=i) for i, c in enumerate(MIXED)]
+    with torch.no_grad():  # the tanh member explodes at step 0 and leaves the group
+        for p in models[1].parameters():
+            p.mul_(1e3)
+    seeds = [0, 1, 2, 3, 4] if own_orders else 7
+    budget = Budget(epochs=2)
+    assert can_batch(models, next(mlp_data.val_batches())[0]) == (True, "bmm")
+    results = train_population(_copies(models), mlp_data, budget, seeds=seeds)
+    assert [r.engine for r in results] == ["bmm"] * 5
+    assert [r.kind for r in results] == [None, "exploding", None, None, None]
+    per_member = seeds if own_orders else [7] * 5
+    for batched, sequential in zip(results, _sequential(models, mlp_data, budget, per_member)):
+        _assert_matches(batched, sequential)
+
+
+def test_members_with_different_activations_cannot_batch_outside_bmm(mlp_data, cnn_data):
+    cnns = [build(SmallCNN, Config("kaiming_normal", act)) for act in ("relu", "tanh")]
+    ok, reason = can_batch(cnns, next(cnn_data.val_batches())[0])
     assert not ok and "Tanh()" in reason and "ReLU()" in reason
+    def plain(activation):
+        return nn.Sequential(*tiny_mlp(8, 3, depth=2, width=16)(activation=activation))
+
+    def trailing(activation):  # one activation more at the end: not the same layers
+        return nn.Sequential(*plain(activation), activation())
+
+    longer = [build(plain, KAIMING_RELU), build(trailing, KAIMING_RELU)]
+    ok, reason = can_batch(longer, next(mlp_data.val_batches())[0])
+    assert not ok and "member 1 differs" in reason
 
 
 def test_can_batch_names_the_engine(mlp_data, cnn_data):

@@ -24,6 +24,7 @@ A, B, C, D = (Config("kaiming_normal", "relu"), Config("orthogonal", "tanh"),
 class _Result:
     value: float
     metric: float = 0.9
+    stop: None = None  # train() raises for a stopped run
 
 
 @dataclass
@@ -107,3 +108,37 @@ def test_recommend_races_real_runs_and_stores_the_seeds_each_config_got(blobs, s
     for entry, ranked in zip(stored.user_attrs["recommendation"]["ranking"], rec.ranking):
         assert entry["seeds"] == list(ranked.seeds) and len(entry["values"]) == len(ranked.seeds)
     assert rec.winner.dropped is None and rec.winner.seeds == rec.seeds[: len(rec.winner.seeds)]
+
+
+def test_a_race_trained_together_gives_the_race_trained_one_by_one(blobs, storage_url, monkeypatch):
+    """Each seed's configs train as one batched model: the same losses, drops and seeds."""
+    import autoinit._recommend as recommend_module
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+    from autoinit.population import train_population
+    from autoinit.testing import tiny_mlp
+
+    configs = [Config("kaiming_normal", "relu"), Config("xavier_uniform", "tanh"),
+               Config("orthogonal", "leaky_relu", 0.1), Config("default", "relu"),
+               Config("zeros", "relu")]  # fmt: skip  (zeros: stopped as symmetric, unstarted)
+    options = SearchOptions(n_trials=1, max_steps=30, storage=storage_url, prescreen=False)
+    objective = prepare_search(tiny_mlp(8, 3, depth=3, width=16), blobs, None, options).objective
+    one_by_one = _race(objective, configs, SEEDS, race=True, together=False)
+    engines = []
+    with monkeypatch.context() as patch:  # a spy: the rounds really train batched
+        def spy(*args, **kwargs):
+            results = train_population(*args, **kwargs)
+            engines.append({r.engine for r in results})
+            return results
+
+        patch.setattr(recommend_module, "train_population", spy)
+        together = _race(objective, configs, SEEDS, race=True, together=True)
+    assert engines and all(e == {"bmm"} for e in engines)
+    assert [r.config for r in together] == configs
+    for batched, alone in zip(together, one_by_one):
+        assert batched.seeds == alone.seeds and batched.dropped == alone.dropped
+        assert batched.stops == alone.stops
+        assert batched.values == pytest.approx(alone.values, rel=1e-4, abs=1e-5)
+        assert batched.metrics == pytest.approx(alone.metrics, abs=1e-6)
+    assert together[-1].values == (math.inf,) and "symmetric" in together[-1].stops[0]
+    assert all(math.isfinite(v) for r in together[:-1] for v in r.values)

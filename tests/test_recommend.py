@@ -10,8 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from autoinit import Config, Recommendation, recommend, search
-from autoinit.errors import ConfigError
 from autoinit._recommend import Ranked
+from autoinit.errors import ConfigError
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from autoinit import PYTORCH_DEFAULT, Config
-from autoinit.space import suggest
 from autoinit.activations import DEFAULT_ACTIVATIONS
 from autoinit.errors import ConfigError
 from autoinit.initializers import DEFAULT_INITS
-from autoinit.space import DEFAULT_LEAKY_SLOPE, LEAKY_SLOPE_RANGE, baselines, resolve_space
+from autoinit.space import DEFAULT_LEAKY_SLOPE, LEAKY_SLOPE_RANGE, baselines, resolve_space, suggest
 
 
 def _trial(params=None, **suggest_kwargs):

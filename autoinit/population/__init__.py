@@ -31,8 +31,11 @@ differently). A ``DataLoader`` that is not backed by tensors is iterated once pe
 whole group.
 
 Members must differ only in their tensors (weights, buffers): the batched model runs the first
-member's modules. ``budget.time_limit`` applies to the group: every member trains the same number
-of steps. Dropout draws differ from a sequential run (``vmap(randomness="different")``).
+member's modules. On ``bmm`` their activations may differ too (Linear layers at the same places):
+each distinct activation runs once on its members' rows, so a round of configs of several
+activations (the confirmation's race) still trains as one model. ``budget.time_limit`` applies
+to the group: every member trains the same number of steps. Dropout draws differ from a
+sequential run (``vmap(randomness="different")``).
 
 Modules, one job each:
 
@@ -56,12 +59,12 @@ Example:
 
 from __future__ import annotations
 
-from autoinit.population._batchable import can_batch
+from autoinit.population._batchable import can_batch, one_bmm_structure
 from autoinit.population._limits import GuardLimits
 from autoinit.population._limits import GuardOption as GuardOption  # the guard option's type
 from autoinit.population._results import MemberResult, OnEval, trial_reporter
 from autoinit.population._rnn import _UnrolledRNN as _UnrolledRNN  # tested against nn.RNN & co
 from autoinit.population._train import ENGINES, train_population
 
-__all__ = ["ENGINES", "GuardLimits", "MemberResult", "OnEval", "can_batch", "train_population",
-           "trial_reporter"]  # fmt: skip
+__all__ = ["ENGINES", "GuardLimits", "MemberResult", "OnEval", "can_batch", "one_bmm_structure",
+           "train_population", "trial_reporter"]  # fmt: skip

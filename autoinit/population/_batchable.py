@@ -98,7 +98,7 @@ def _check_structure(models: Sequence[nn.Module]) -> None:
                 f"member {index} is a {type(model).__name__}, member 0 a {type(first).__name__}"
             )
         other_modules = str(model).splitlines()  # module types and options (activations, slopes)
-        if other_modules != modules:
+        if other_modules != modules and not _only_activations_differ(first, model):
             a, b = next((a, b) for a, b in zip(modules + [""], other_modules + [""]) if a != b)
             raise _CannotBatch(
                 f"member {index} differs from member 0 in its modules: {b.strip()!r} where "
@@ -108,6 +108,24 @@ def _check_structure(models: Sequence[nn.Module]) -> None:
         if other != reference:
             diff = next((a, b) for a, b in zip(reference + [None], other + [None]) if a != b)
             raise _CannotBatch(f"member {index} differs from member 0 in its tensors: {diff}")
+
+
+def one_bmm_structure(models: Sequence[nn.Module]) -> bool:
+    """Whether ``models`` all run on the ``bmm`` engine with their Linear layers at the same
+    places, so that they train as one group whatever their activations (a cheap check of the
+    modules alone; :func:`can_batch` still runs its batched pass)."""
+    return bool(models) and all(_only_activations_differ(models[0], m) for m in models[1:]) and (
+        _choose_engine(models[0]) == "bmm"
+    )
+
+
+def _only_activations_differ(first: nn.Module, other: nn.Module) -> bool:
+    """Both run on the ``bmm`` engine, with their Linear layers at the same places: then only
+    their elementwise activations differ, and the engine runs each on its own members' rows."""
+    if _choose_engine(first) != "bmm" or _choose_engine(other) != "bmm":
+        return False
+    layers = [(name, type(m) is nn.Linear) for name, m in first.named_children()]
+    return layers == [(name, type(m) is nn.Linear) for name, m in other.named_children()]
 
 
 def _choose_engine(model: nn.Module) -> str:

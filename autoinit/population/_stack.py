@@ -35,8 +35,11 @@ class _Stack:
             name: torch.stack([m.get_buffer(name).detach() for m in models])
             for name, _ in first.named_buffers()
         }
-        if engine == "bmm":
-            self.layers = [(name, layer) for name, layer in first.named_children()]
+        if engine == "bmm":  # per position, each member's module: activations may differ
+            self.layers = [
+                (name, _Elementwise([m.get_submodule(name) for m in models]))
+                for name, _ in first.named_children()
+            ]
         else:
             try:
                 self.base = copy.deepcopy(first).to("meta")
@@ -89,7 +92,7 @@ class _Stack:
         lead = x.shape[:-1] if shared else x.shape[1:-1]
         h = x.reshape(-1, x.shape[-1]) if shared else x.reshape(k, -1, x.shape[-1])
         for name, layer in self.layers:
-            if type(layer) is nn.Linear:
+            if type(layer.modules[0]) is nn.Linear:
                 weight = self.params[f"{name}.weight"].transpose(1, 2)
                 if h.dim() == 2:
                     h = h.expand(k, *h.shape)
@@ -100,7 +103,7 @@ class _Stack:
                     else torch.baddbmm(bias.unsqueeze(1), h, weight)
                 )
             else:
-                h = layer(h)
+                h = layer(h, k)
         if h.dim() == 2:
             h = h.expand(k, *h.shape)
         return h.reshape(k, *lead, h.shape[-1])
@@ -118,6 +121,9 @@ class _Stack:
             mapping[old] = new
         for name, old in list(self.buffers.items()):
             self.buffers[name] = old[rows]
+        if self.engine == "bmm":
+            kept = rows.tolist()
+            self.layers = [(name, layer.keep(kept)) for name, layer in self.layers]
         return _keep_rows(optimizer, [p for _, p in self.trainable()], mapping, rows, size)
 
     def write_back(self, row: int, model: nn.Module) -> None:
@@ -127,3 +133,32 @@ class _Stack:
                 model.get_parameter(name).copy_(p[row])
             for name, b in self.buffers.items():
                 model.get_buffer(name).copy_(b[row])
+
+
+class _Elementwise:
+    """One layer position of the ``bmm`` engine: each member's module, run group by group.
+
+    Members that differ only in their activations (the confirmation's configs, a search round's
+    trials) batch as well: each distinct module runs once, on the rows of the members that have
+    it. The groups are worked out here, once, not at every step.
+    """
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.modules = modules
+        kinds: dict[str, list[int]] = {}
+        for row, module in enumerate(modules):
+            kinds.setdefault(repr(module), []).append(row)
+        self.groups = [(modules[rows[0]], rows) for rows in kinds.values()]
+
+    def keep(self, rows: list[int]) -> _Elementwise:
+        return _Elementwise([self.modules[i] for i in rows])
+
+    def __call__(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        if len(self.groups) == 1:
+            return self.groups[0][0](h)
+        if h.dim() == 2:  # still one shared batch: give every member its own copy first
+            h = h.expand(k, *h.shape)
+        out = torch.empty_like(h)
+        for module, rows in self.groups:
+            out[rows] = module(h[rows])
+        return out
