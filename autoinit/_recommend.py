@@ -245,6 +245,7 @@ def confirm_once(
     seeds: int = 3,
     top_k: int = 3,
     race: bool = True,
+    together: bool = True,
     wait: bool = True,
     on_wait: Callable[[dict[str, Any]], None] | None = None,
     poll_seconds: float = 2.0,
@@ -266,7 +267,8 @@ def confirm_once(
             with claims.holding(study, key):
                 try:
                     outcome = confirm(study, run.objective, seeds=seeds, top_k=top_k,
-                                      threads=run.options.threads, race=race)  # fmt: skip
+                                      threads=run.options.threads, race=race,
+                                      together=together)  # fmt: skip
                 except NoRecommendation as nothing:
                     outcome = nothing
                 study.set_user_attr(records.STUDY_CONFIRMED, {"key": key, **this_process()})

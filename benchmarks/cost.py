@@ -11,9 +11,10 @@ timed in the same run: one full training before every search, the median kept.
 Configurations, on the same data, in one process:
 
 - ``today``: the median pruner, every row searched, one trial at a time, every confirmed config
-  trained on every seed (``race=False``), no pre-screen: the search of autoinit 0.1.
+  trained on every seed (``race=False``), one config at a time (``together=False``), no
+  pre-screen: the search of autoinit 0.1.
 - ``new``: the defaults (the successive-halving pruner, ``search_rows``, ``population``, the
-  racing confirmation, the pre-screen).
+  racing confirmation, each seed's configs trained together, the pre-screen).
 - one run per lever with only that lever set back to today's (leave one out): each lever's
   share is what the new search saves with it. Setting back the confirmation reuses the new
   search's study and only confirms again.
@@ -40,7 +41,7 @@ import torch
 
 from autoinit import records
 from autoinit import study as studies
-from autoinit._recommend import confirm_once
+from autoinit._recommend import confirm, confirm_once
 from autoinit._search import Objective, prepare_search
 from autoinit.options import SearchOptions
 from autoinit.space import Config, resolve_space
@@ -49,10 +50,10 @@ from benchmarks.common import target, timed
 from benchmarks.cost_study import EXAMPLES, generated_frame, load
 
 TODAY = {"pruner": "median", "search_rows": None, "population": 1, "race": False,
-         "prescreen": False}  # fmt: skip
+         "together": False, "prescreen": False}  # fmt: skip
 # Leave-one-out: the new search with this lever set back to today's value. "population" is off
 # by default, so its run is the new search with population="auto" added instead.
-LEVERS = ("race", "pruner", "search_rows")  # the full run's; "prescreen", "population" also work
+LEVERS = ("race", "together", "pruner", "search_rows")  # "prescreen", "population" also work
 ADDED = {"population": "auto"}
 REFERENCE = Config("kaiming_normal", "relu")
 
@@ -69,7 +70,7 @@ class Setting:
 def _setting(quick: bool) -> Setting:
     if quick:
         return Setting(trials=12, epochs=3, rows=5_000, bundled=("breast_cancer",),
-                       levers=("race",))  # fmt: skip
+                       levers=("race", "together"))  # fmt: skip
     bundled = tuple(sorted(p.stem for p in EXAMPLES.glob("*.csv")))
     return Setting(trials=40, epochs=10, rows=50_000, bundled=bundled, levers=LEVERS)
 
@@ -81,7 +82,7 @@ def _search(path: Path, changes: dict[str, Any], setting: Setting, storage: str,
 
     def search() -> Any:
         model_fn, data = load(path)
-        fields = {k: v for k, v in changes.items() if k not in ("pruner", "race")}
+        fields = {k: v for k, v in changes.items() if k not in ("pruner", "race", "together")}
         options = SearchOptions(n_trials=setting.trials, epochs=setting.epochs, storage=storage,
                                 study_name=name, device="cpu", **fields)  # fmt: skip
         if changes.get("pruner") == "median":  # today's: its warm-up is 30% of every row's steps
@@ -94,14 +95,22 @@ def _search(path: Path, changes: dict[str, Any], setting: Setting, storage: str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run, searching = timed(search)
-    return _confirmed(run, searching, race=changes.get("race", True))
+    return _confirmed(run, searching, race=changes.get("race", True),
+                      together=changes.get("together", True))  # fmt: skip
 
 
-def _confirmed(run: Any, searching: Any, *, race: bool) -> dict[str, Any]:
-    """``run``'s search confirmed (``race`` or in full): its cost, time and recommendation."""
+def _confirmed(run: Any, searching: Any, *, race: bool, together: bool,
+               again: bool = False) -> dict[str, Any]:  # fmt: skip
+    """``run``'s search confirmed (``race`` or in full, ``together`` or one config at a time;
+    ``again``: a study confirmed before): its cost, time and recommendation."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rec, confirming = timed(confirm_once, run, seeds=3, top_k=3, race=race)
+        if again:  # confirm_once would return the stored result of the same key
+            rec, confirming = timed(confirm, run.study, run.objective, seeds=3, top_k=3,
+                                    race=race, together=together)  # fmt: skip
+        else:
+            rec, confirming = timed(confirm_once, run, seeds=3, top_k=3, race=race,
+                                    together=together)  # fmt: skip
     return {"run": run, "rec": rec, "searching": searching,
             "seconds": float(searching) + float(confirming),
             "cpu": searching.cpu + confirming.cpu, **_cost(run, rec)}  # fmt: skip
@@ -193,8 +202,10 @@ def _dataset(path: Path, setting: Setting, workdir: Path, levers: tuple[str, ...
     _progress(path, "new", runs, units)
     for lever in levers:
         units.append(_full_training(path, setting.epochs))
-        if lever == "race":  # the new search's study, confirmed in full
-            runs[lever] = _confirmed(runs["new"]["run"], runs["new"]["searching"], race=False)
+        if lever in ("race", "together"):  # the new search's study, confirmed today's way
+            runs[lever] = _confirmed(runs["new"]["run"], runs["new"]["searching"],
+                                     **{"race": True, "together": True, lever: False},
+                                     again=True)  # fmt: skip
         else:
             change = {lever: ADDED.get(lever, TODAY[lever])}
             runs[lever] = _search(path, change, setting, storage, f"lever-{lever}")

@@ -133,7 +133,7 @@ MODULES: dict[str, Target] = {
     ),
     "recommend": Target(  # ranking, confirmation
         sources=(("autoinit/_recommend.py", "autoinit/recommend.py"),),
-        tests=("tests/test_recommend.py", "tests/test_core_bugs.py"),
+        tests=("tests/test_recommend.py", "tests/test_racing.py", "tests/test_core_bugs.py"),
     ),
     "data": Target(  # the loader's row handling: parsed rows -> block, pieces, the split
         sources=(

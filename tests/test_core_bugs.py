@@ -27,7 +27,9 @@ from autoinit import (
     register_initializer,
     search,
 )
+from autoinit.errors import NoRecommendation
 from autoinit.models import MLP, mlp_factory
+from autoinit.recommendation import Recommendation
 from autoinit.monitor import (
     DepthRatio,
     Diverged,
@@ -194,6 +196,62 @@ def test_a_seed_that_diverged_in_confirmation_counts_as_an_infinite_loss(blobs, 
     stored = optuna.load_study(study_name=rec.study_name, storage=storage_url)
     ranked = stored.user_attrs[records.STUDY_RECOMMENDATION]["ranking"]
     assert [r["config"]["activation"] for r in ranked][-1] == "tanh"
+
+
+# One confirmation per study: the others wait for it, or are told who runs it.
+
+
+def _searched(blobs, small_mlp, storage_url):
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+
+    options = SearchOptions(n_trials=2, storage=storage_url, prescreen=False, **TANH, **FAST)
+    return prepare_search(small_mlp, blobs, None, options).optimize()
+
+
+def test_a_confirmation_held_elsewhere_names_its_holder_or_is_waited_for(
+    blobs, small_mlp, storage_url
+):
+    import os
+
+    from autoinit import claims
+
+    confirm_once, confirm = core("recommend").confirm_once, core("recommend").confirm
+    run = _searched(blobs, small_mlp, storage_url)
+    key = f"confirm:{run.options.n_trials}:2:1:True"
+    assert claims.try_claim(run.study, key)  # as another process would have
+    with pytest.raises(core("recommend").ConfirmationElsewhere) as elsewhere:
+        confirm_once(run, seeds=2, top_k=1, wait=False)
+    message = str(elsewhere.value)
+    assert f"(PID {os.getpid()})" in message and "autoinit show" in message
+    assert elsewhere.value.holder["pid"] == os.getpid()
+    assert records.STUDY_RECOMMENDATION not in run.study.user_attrs  # nothing was confirmed
+
+    told = []
+
+    def holder_finishes(holder):  # the holder stores its result while this one waits
+        told.append(holder)
+        done = confirm(run.study, run.objective, seeds=2, top_k=1)
+        run.study.set_user_attr(records.STUDY_CONFIRMED, {"key": key})
+        told.append(done)
+
+    rec = confirm_once(run, seeds=2, top_k=1, on_wait=holder_finishes, poll_seconds=0.0)
+    assert told[0]["pid"] == os.getpid() and len(told) == 2
+    assert rec.config == told[1].config and rec.seeds == (1000, 1001)
+    assert [r.values for r in rec.ranking] == [r.values for r in told[1].ranking]
+
+
+def test_a_stored_confirmation_without_a_winner_is_raised_again(blobs, small_mlp, storage_url):
+    confirm_once = core("recommend").confirm_once
+    run = _searched(blobs, small_mlp, storage_url)
+    nothing = Recommendation(None, (), None, (1000,), "accuracy", run.study.study_name,
+                             reason="every confirmed config diverged")  # fmt: skip
+    nothing.store(run.study)
+    run.study.set_user_attr(records.STUDY_CONFIRMED, {"key": "confirm:2:3:3:True"})
+    with pytest.raises(NoRecommendation, match="every confirmed config diverged"):
+        confirm_once(run)
+    kept = optuna.load_study(study_name=run.study.study_name, storage=storage_url)
+    assert kept.user_attrs[records.STUDY_RECOMMENDATION]["config"] is None  # not re-confirmed
 
 
 # Threads
