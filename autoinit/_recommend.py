@@ -84,8 +84,9 @@ def confirm(
     :func:`_clearly_worse`). The race ends when only the leader is left or the seeds run out;
     each config's stored evidence lists exactly the seeds it got. ``race=False`` trains every
     config on every seed (the confirmation of autoinit 0.1). With ``together`` the configs of
-    one seed train as one batched model where they can (``train_population``: the same results
-    within float tolerance, in less time); ``together=False`` trains them one after another.
+    one seed train as one batched model where they can (``train_population``: the same
+    computation up to float rounding, in less time); ``together=False`` trains them one after
+    another.
 
     Raises:
         NoRecommendation: no search trial completed, or every confirmed config diverged on

@@ -112,6 +112,7 @@ MODULES: dict[str, Target] = {
             "test_guard_options_just_inside_their_limits_are_accepted",
             "test_rules_fire_only_strictly_past_their_bound",
             "test_growth_is_measured_against_the_first_steps_and_a_rising_loss",
+            "test_growth_spaced_out_needs_its_patience_and_a_dense_check_fires_at_once",
             "test_loss_bound_keeps_its_own_classes_and_patient_passes_them_on",
             "test_from_option_gives_each_guard_the_trial_and_its_own_rules",
             "test_steps_without_gradients_skip_quiet_losses_and_keep_the_first_loss",

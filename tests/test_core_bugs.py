@@ -419,22 +419,24 @@ def test_the_default_rules_and_guard_read_back_with_their_options():
     assert repr(DivergenceGuard()) == (
         "DivergenceGuard([NonFinite(), LossBound(max_loss=None, classes=None, factor=100.0), "
         "GradNormBound(max_norm=100000.0), DepthRatio(max_ratio=1000.0), "
-        "Growth(factor=1000.0, reference_steps=3), Vanishing(patience=5, floor=1e-08)], "
-        "dense_steps=100, check_every=25)"
+        "Growth(factor=1000.0, reference_steps=3, patience=2), "
+        "Vanishing(patience=5, floor=1e-08)], dense_steps=100, check_every=25)"
     )
     rules = default_rules(max_grad_norm=7.0, max_loss=9.0, growth_factor=10.0, reference_steps=2,
-                          max_depth_ratio=50.0, vanish_floor=1e-6, vanish_patience=2)  # fmt: skip
+                          growth_patience=3, max_depth_ratio=50.0, vanish_floor=1e-6,
+                          vanish_patience=2)  # fmt: skip
     assert repr(rules) == (
         "[NonFinite(), LossBound(max_loss=9.0, classes=None, factor=100.0), "
         "GradNormBound(max_norm=7.0), DepthRatio(max_ratio=50.0), "
-        "Growth(factor=10.0, reference_steps=2), Vanishing(patience=2, floor=1e-06)]"
+        "Growth(factor=10.0, reference_steps=2, patience=3), "
+        "Vanishing(patience=2, floor=1e-06)]"
     )
     assert rules[-1].rule.floor == 1e-6  # the wrapped rule has the floor too
     assert repr(Patient(NonFinite(), 2)) == "Patient(NonFinite(), patience=2)"
     alone = [GradNormBound(), DepthRatio(), Growth(), FirstLayerFloor(), Vanishing()]
     assert repr(alone) == (  # each rule's own defaults, the same as the guard's
         "[GradNormBound(max_norm=100000.0), DepthRatio(max_ratio=1000.0), "
-        "Growth(factor=1000.0, reference_steps=3), FirstLayerFloor(floor=1e-08), "
+        "Growth(factor=1000.0, reference_steps=3, patience=2), FirstLayerFloor(floor=1e-08), "
         "Vanishing(patience=5, floor=1e-08)]"
     )
 
@@ -504,6 +506,31 @@ def test_growth_is_measured_against_the_first_steps_and_a_rising_loss():
     assert growth.check(_stats(step=5, loss=2.0, total=1e9)) is None  # no reference yet
     assert growth.check(_stats(step=0, total=0.0)) is None  # a zero reference still counts
     assert growth.check(_stats(step=1, loss=2.0, total=1.0)).kind == "exploding"
+
+
+def test_growth_spaced_out_needs_its_patience_and_a_dense_check_fires_at_once():
+    """A batch of outliers late in training lifts the norm and its loss for one check; an
+    explosion stays. While every step is checked, one check is enough."""
+    growth = Growth(10.0, reference_steps=1, patience=2)
+    spike = {"loss": 2.0, "total": 50.0}
+    assert growth.check(_stats(step=0, total=1.0)) is None
+    assert growth.check(_stats(step=1, loss=0.5, total=1.0)) is None
+    assert growth.check(_stats(step=125, **spike)) is None  # one spaced-out check: not yet
+    assert growth.check(_stats(step=150, loss=0.5, total=1.0)) is None  # it passed: reset
+    assert growth.check(_stats(step=175, **spike)) is None
+    assert growth.check(_stats(step=200, loss=0.9, total=50.0)) is None  # the loss fell: reset
+    assert growth.check(_stats(step=225, **spike)) is None
+    stop = growth.check(_stats(step=250, **spike))  # twice in a row
+    assert stop.kind == "exploding" and "at step 250: norm 50 grew 50x" in stop.reason
+    growth.start()
+    assert growth.check(_stats(step=0, total=1.0)) is None
+    assert growth.check(_stats(step=1, **spike)).kind == "exploding"  # dense: at once
+    patient = Growth(10.0, reference_steps=1, patience=3)
+    for step in (0, 2, 4):  # spaced out by 2: three checks in a row needed
+        assert patient.check(_stats(step=step, **(spike if step else {"total": 1.0}))) is None
+    assert patient.check(_stats(step=6, **spike)).kind == "exploding"
+    with pytest.raises(ValueError, match="patience"):
+        Growth(patience=0)
 
 
 def test_loss_bound_keeps_its_own_classes_and_patient_passes_them_on():

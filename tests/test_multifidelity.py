@@ -169,16 +169,24 @@ def test_recommend_confirms_on_every_row(storage_url, monkeypatch):
     from autoinit import _recommend
 
     x, y = toy_classification(n=1_000, features=8, classes=3)
-    seen = []
-    original = _recommend.Objective.attempt
+    searched, confirmed = set(), set()
+    attempt = _recommend.Objective.attempt
 
-    def spy(self, config, seed, **kwargs):
-        seen.append((kwargs.get("trial") is None, len(self.data.train[0])))
-        return original(self, config, seed, **kwargs)
+    def search_spy(self, config, seed, **kwargs):
+        if kwargs.get("trial") is not None:  # a search trial
+            searched.add(len(self.data.train[0]))
+        return attempt(self, config, seed, **kwargs)
 
-    monkeypatch.setattr(_recommend.Objective, "attempt", spy)
+    def confirm_spy(train):  # a confirmation round, one config or several together
+        def spy(objective, config, seed):
+            confirmed.add(len(objective.data.train[0]))
+            return train(objective, config, seed)
+
+        return spy
+
+    monkeypatch.setattr(_recommend.Objective, "attempt", search_spy)
+    for name in ("_train_once", "_train_together"):
+        monkeypatch.setattr(_recommend, name, confirm_spy(getattr(_recommend, name)))
     _recommend.recommend(tiny_mlp(8, 3), (x, y), n_trials=3, epochs=1, storage=storage_url,
                          search_rows=300, seeds=1, top_k=1, prescreen=False)  # fmt: skip
-    searched = {rows for confirming, rows in seen if not confirming}
-    confirmed = {rows for confirming, rows in seen if confirming}
     assert searched == {300} and confirmed == {800}

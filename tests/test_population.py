@@ -306,6 +306,13 @@ def _scale_output_of_even_members(models, factor=20.0):
             model[-1].weight.mul_(factor)
 
 
+def _scale_even_members(models, factor=3.0):
+    with torch.no_grad():
+        for model in models[::2]:
+            for p in model.parameters():
+                p.mul_(factor)
+
+
 NO_BOUNDS = {"max_grad_norm": 1e9, "max_loss": math.inf, "growth_factor": math.inf}
 
 
@@ -319,12 +326,14 @@ NO_BOUNDS = {"max_grad_norm": 1e9, "max_loss": math.inf, "growth_factor": math.i
         (GuardLimits(max_depth_ratio=8.0), "adam", 1e-3, _scale_output_of_even_members,
          "across depth"),
         (GuardLimits(**{**NO_BOUNDS, "growth_factor": 5.0}), "sgd", 1.0, None, "grew"),
+        (GuardLimits(**{**NO_BOUNDS, "growth_factor": 10.0}, dense_steps=2, check_every=2),
+         "sgd", 0.1, _scale_even_members, "exploding gradient at step 6: norm"),  # checks 4, 6
         (GuardLimits(**{**NO_BOUNDS, "max_grad_norm": 1e3}, dense_steps=2, check_every=3), "sgd",
          1.0, None, "exploding gradient at step 6"),  # read at 0, 1, 3, 6: not at 4
         (GuardLimits.off(), "sgd", 3.0, None, "non-finite gradient at step 5 (layer"),
     ],
-    ids=["vanishing", "grad-norm", "loss-bound", "depth-ratio", "growth", "sparse-reads",
-         "non-finite-gradient"],
+    ids=["vanishing", "grad-norm", "loss-bound", "depth-ratio", "growth", "growth-spaced-out",
+         "sparse-reads", "non-finite-gradient"],
 )  # fmt: skip
 def test_each_guard_rule_stops_the_same_members_with_the_same_words(
     mlp_data, limits, optimizer, lr, tweak, words

@@ -35,7 +35,7 @@ class DivergenceGuard:
         trial: if given, the reason is stored on it (``prune_kind``, ``prune_reason``) on firing.
         **options: instead of ``rules``, the keyword options of :func:`default_rules`
             (``max_grad_norm``, ``max_loss``, ``growth_factor``, ``reference_steps``,
-            ``max_depth_ratio``, ``vanish_floor``, ``vanish_patience``).
+            ``growth_patience``, ``max_depth_ratio``, ``vanish_floor``, ``vanish_patience``).
 
     The guard keeps its curves in memory (``losses`` every step; ``grad_steps`` and
     ``grad_norms`` on the steps whose gradients were read) and never touches storage in the

@@ -173,28 +173,39 @@ class Growth(Rule):
     The early value is the largest norm of the first ``reference_steps`` steps. The rule fires
     only while the loss is above its step-0 value: that spares a one-step spike of a run that is
     learning (such as PyTorch's default init, whose step-0 norm is tiny), and catches a too-large
-    learning rate a few steps in.
+    learning rate a few steps in. While every step is checked, one check fires it (such a run
+    turns non-finite a step or two later); once checks are spaced out (after the guard's dense
+    steps), both must hold on ``patience`` checks in a row: one batch of outliers late in
+    training (a heavy-tailed regression target) lifts the norm and that batch's loss together,
+    for one check only, while a run that explodes stays exploded or turns non-finite.
     """
 
-    def __init__(self, factor: float = 1e3, *, reference_steps: int = 3) -> None:
+    def __init__(
+        self, factor: float = 1e3, *, reference_steps: int = 3, patience: int = 2
+    ) -> None:
         self.factor = _positive("Growth", "factor", factor, 1)
         self.reference_steps = _count("Growth", "reference_steps", reference_steps)
-        self._reference = 0.0
+        self.patience = _count("Growth", "patience", patience)
+        self.start()
 
     def start(self, *, classes: int | None = None) -> None:
         self._reference = 0.0
+        self._streak = 0  # checks in a row on which the norm grew while the loss rose
+        self._last_step = -1  # the step of the previous check
 
     def check(self, stats: StepStats) -> Stop | None:
         grads = stats.grads
         if grads is None:
             return None
         norm = grads.total_norm
+        spaced_out = stats.step - self._last_step > 1
+        self._last_step = stats.step
         if stats.step < self.reference_steps:
             self._reference = max(self._reference, norm, 1e-12)
             return None
-        if not (self._reference > 0 and norm > self.factor * self._reference):
-            return None
-        if not stats.loss > stats.first_loss:
+        grew = self._reference > 0 and norm > self.factor * self._reference
+        self._streak = self._streak + 1 if grew and stats.loss > stats.first_loss else 0
+        if self._streak < (self.patience if spaced_out else 1):
             return None
         return Stop(
             "exploding",
@@ -299,6 +310,7 @@ def default_rules(
     max_loss: float | None = None,
     growth_factor: float = 1e3,
     reference_steps: int = 3,
+    growth_patience: int = 2,
     max_depth_ratio: float = 1e3,
     vanish_floor: float = 1e-8,
     vanish_patience: int = 5,
@@ -312,6 +324,6 @@ def default_rules(
         LossBound(max_loss),
         GradNormBound(max_grad_norm),
         DepthRatio(max_depth_ratio),
-        Growth(growth_factor, reference_steps=reference_steps),
+        Growth(growth_factor, reference_steps=reference_steps, patience=growth_patience),
         Vanishing(vanish_patience, floor=vanish_floor),
     ]

@@ -28,6 +28,7 @@ class _Guard:
         self.max_loss = limits.max_loss  # set from the classes at step 0 when None
         self.reference = torch.zeros(size, dtype=torch.float64, device=device)
         self.vanished = torch.zeros(size, dtype=torch.long, device=device)
+        self.grown = torch.zeros(size, dtype=torch.long, device=device)  # Growth's checks in a row
         self.first_loss: torch.Tensor | None = None
 
     def start(self, classes: int | None) -> None:
@@ -74,7 +75,9 @@ class _Guard:
                 rules.append(false)
             else:
                 grew = (total > limits.growth_factor * self.reference) & (loss > self.first_loss)
-                rules.append(grew)
+                self.grown = torch.where(grew, self.grown + 1, 0)
+                spaced_out = not self.due(step - 1)  # as Growth: the previous step was not read
+                rules.append(self.grown >= (limits.growth_patience if spaced_out else 1))
             self.vanished = torch.where(norms[first] < limits.vanish_floor, self.vanished + 1, 0)
             rules.append(self.vanished >= limits.vanish_patience)
         fired = torch.stack(rules)  # (rules, K)
@@ -126,6 +129,7 @@ class _Guard:
     def keep(self, rows: torch.Tensor) -> None:
         """Keep the state of ``rows`` only."""
         self.reference, self.vanished = self.reference[rows], self.vanished[rows]
+        self.grown = self.grown[rows]
         self.first_loss = self.first_loss[rows] if self.first_loss is not None else None
 
 

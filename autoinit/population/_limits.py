@@ -38,7 +38,8 @@ class GuardLimits:
     - ``DepthRatio``: at step 0, the first layer's RMS gradient over the output layer's above
       ``max_depth_ratio``;
     - ``Growth``: the norm above ``growth_factor`` times its largest value over the first
-      ``reference_steps`` steps, while the loss is above its step-0 value;
+      ``reference_steps`` steps, while the loss is above its step-0 value (once checks are
+      spaced out: on ``growth_patience`` checks in a row);
     - ``Vanishing``: the first layer's gradient norm below ``vanish_floor`` for
       ``vanish_patience`` consecutive checks.
 
@@ -49,6 +50,7 @@ class GuardLimits:
     max_loss: float | None = None
     growth_factor: float = 1e3
     reference_steps: int = 3
+    growth_patience: int = 2
     max_depth_ratio: float = 1e3
     vanish_floor: float = 1e-8
     vanish_patience: int = 5
@@ -60,7 +62,7 @@ class GuardLimits:
             value = getattr(self, name)
             if not value > low:
                 raise ConfigError(f"{name} must be greater than {low} but got {value}.")
-        for name in ("reference_steps", "vanish_patience", "check_every"):
+        for name in ("reference_steps", "growth_patience", "vanish_patience", "check_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer of at least 1 but got {value!r}.")
@@ -135,7 +137,8 @@ class GuardLimits:
             elif isinstance(rule, DepthRatio):
                 options["max_depth_ratio"] = rule.max_ratio
             elif isinstance(rule, Growth):
-                options.update(growth_factor=rule.factor, reference_steps=rule.reference_steps)
+                options.update(growth_factor=rule.factor, reference_steps=rule.reference_steps,
+                               growth_patience=rule.patience)  # fmt: skip
             elif isinstance(rule, Vanishing):
                 options.update(vanish_floor=rule.floor, vanish_patience=rule.patience)
         return cls(**options)
