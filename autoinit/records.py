@@ -178,12 +178,11 @@ def trial_counts(study: optuna.Study) -> TrialCounts:
     trials = study.get_trials(deepcopy=False)
     by_state = collections.Counter(t.state for t in trials)
     kinds = collections.Counter(prune_kind(t) for t in trials if t.state == state.PRUNED)
+    order = (*PRUNE_KINDS, *sorted(map(str, set(kinds) - set(PRUNE_KINDS))))
     return TrialCounts(
         complete=by_state[state.COMPLETE], pruned=by_state[state.PRUNED],
         failed=by_state[state.FAIL], running=by_state[state.RUNNING],
-        waiting=by_state[state.WAITING],
-        stopped={k: kinds[k] for k in (*PRUNE_KINDS, *sorted(map(str, set(kinds) - set(PRUNE_KINDS))))
-                 if kinds[k]},
+        waiting=by_state[state.WAITING], stopped={k: kinds[k] for k in order if kinds[k]},
     )  # fmt: skip
 
 
