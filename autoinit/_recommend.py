@@ -42,28 +42,26 @@ def top_configs(study: optuna.Study, k: int) -> list[Config]:
     Trials stopped by the guard or the pre-screen never count.
     """
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    cut = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
-           if records.prune_kind(t) == "pruner" and _last_finite(t) is not None]  # fmt: skip
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    reached = {t.number: _deepest(t) for t in pruned if records.prune_kind(t) == "pruner"}
+    cut = [t for t in pruned if reached.get(t.number) is not None]
     ordered: list[Config] = []
-    for trial in [*sorted(complete, key=records.loss_of), *sorted(cut, key=_rung_order)]:
+    for trial in [*sorted(complete, key=records.loss_of),
+                  *sorted(cut, key=lambda t: reached[t.number])]:  # fmt: skip
         config = Config.from_dict(trial.params)
         if config not in ordered:
             ordered.append(config)
     return ordered[:k]
 
 
-def _last_finite(trial: optuna.trial.FrozenTrial) -> tuple[int, float] | None:
-    """The last step a trial reported and its loss there, if finite."""
+def _deepest(trial: optuna.trial.FrozenTrial) -> tuple[int, float] | None:
+    """How a pruned trial sorts: its last reported step, negated (deepest first), and its loss
+    there; None when it reported nothing finite there."""
     if not trial.intermediate_values:
         return None
     step = max(trial.intermediate_values)
     value = trial.intermediate_values[step]
-    return (step, value) if math.isfinite(value) else None
-
-
-def _rung_order(trial: optuna.trial.FrozenTrial) -> tuple[int, float]:
-    step, value = _last_finite(trial) or (0, math.inf)
-    return -step, value
+    return (-step, value) if math.isfinite(value) else None
 
 
 def confirm(
@@ -210,7 +208,7 @@ def _train_once(objective: Objective, config: Config, seed: int) -> Outcome:
     try:  # the guard stays on here, whatever the search used: a diverged run counts as inf
         return _outcome(objective.train(config, seed, guard=objective.guard or {}))
     except optuna.TrialPruned as stopped:
-        return math.inf, None, str(stopped) or "stopped by the divergence guard"
+        return math.inf, None, str(stopped)
 
 
 def _train_together(objective: Objective, configs: list[Config], seed: int) -> list[Outcome]:
@@ -226,15 +224,14 @@ def _train_together(objective: Objective, configs: list[Config], seed: int) -> l
         warnings.filterwarnings("ignore", message=r"the \d+ members train one after another")
         trained = iter(train_population(ready, objective.data, objective.budget, seeds=seed,
                                         guard=guard))  # fmt: skip
-    metric_name = objective.data.metric_name
-    return [_outcome(next(trained) if stop is None else RunResult.unstarted(metric_name, stop))
+    return [_outcome(next(trained)) if stop is None else (math.inf, None, stop.reason)
             for _, _, stop in started]  # fmt: skip
 
 
 def _outcome(result: RunResult) -> Outcome:
     """A run's :data:`Outcome`; a run the guard stopped counts as inf."""
     if result.stop is not None:
-        return math.inf, None, result.stop.reason or "stopped by the divergence guard"
+        return math.inf, None, result.stop.reason
     if not math.isfinite(result.value):
         return math.inf, None, "non-finite validation loss"
     return result.value, records.finite_or_none(result.metric), None

@@ -24,7 +24,8 @@ did not give the winner are trained after the timing), of the new search against
 the same data and split; the configs found may differ.
 
 Data: a generated 50,000-row table (``benchmarks.cost_study.generated_frame``: a price-like
-regression target; 5,000 rows with ``--quick``) and the bundled ``examples/*.csv``.
+regression target; 5,000 rows with ``--quick``), the same at 5,000 rows (an epoch of 63 steps:
+successive halving on, every row searched) and the bundled ``examples/*.csv``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Setting:
     rows: int
     bundled: tuple[str, ...]
     levers: tuple[str, ...]  # the lever runs on the generated table
+    smaller: tuple[int, ...] = ()  # generated tables of these sizes too (no levers)
 
 
 def _setting(quick: bool) -> Setting:
@@ -72,7 +74,8 @@ def _setting(quick: bool) -> Setting:
         return Setting(trials=12, epochs=3, rows=5_000, bundled=("breast_cancer",),
                        levers=("race", "together"))  # fmt: skip
     bundled = tuple(sorted(p.stem for p in EXAMPLES.glob("*.csv")))
-    return Setting(trials=40, epochs=10, rows=50_000, bundled=bundled, levers=LEVERS)
+    return Setting(trials=40, epochs=10, rows=50_000, bundled=bundled, levers=LEVERS,
+                   smaller=(5_000,))  # fmt: skip
 
 
 def _search(path: Path, changes: dict[str, Any], setting: Setting, storage: str,
@@ -250,6 +253,10 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     try:
         datasets = {name: _dataset(EXAMPLES / f"{name}.csv", setting, workdir, ())
                     for name in setting.bundled}  # fmt: skip
+        for rows in setting.smaller:  # the middle ground: an epoch of ~60 steps
+            smaller = workdir / f"generated_{rows}.csv"
+            generated_frame(rows, "regression").to_csv(smaller, index=False)
+            datasets[f"generated_{rows}"] = _dataset(smaller, setting, workdir, ())
         generated = workdir / f"generated_{setting.rows}.csv"
         generated_frame(setting.rows, "regression").to_csv(generated, index=False)
         datasets["generated"] = _dataset(generated, setting, workdir, setting.levers)

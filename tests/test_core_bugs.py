@@ -4,6 +4,7 @@ Duplicate configs, the ranking of the top configs, a seed that diverged in confi
 the torch thread count around a search. Real searches on real (SQLite) studies; nothing mocked.
 """
 
+import dataclasses
 import importlib
 import math
 import uuid
@@ -223,7 +224,10 @@ def test_a_confirmation_held_elsewhere_names_its_holder_or_is_waited_for(
     with pytest.raises(core("recommend").ConfirmationElsewhere) as elsewhere:
         confirm_once(run, seeds=2, top_k=1, wait=False)
     message = str(elsewhere.value)
-    assert f"(PID {os.getpid()})" in message and "autoinit show" in message
+    host = claims.holder(run.study, key)["host"]
+    assert f"being run by {host} (PID {os.getpid()})" in message and "autoinit show" in message
+    unknown = str(core("recommend").ConfirmationElsewhere({}))
+    assert "being run by ? (PID ?);" in unknown
     assert elsewhere.value.holder["pid"] == os.getpid()
     assert records.STUDY_RECOMMENDATION not in run.study.user_attrs  # nothing was confirmed
 
@@ -248,10 +252,30 @@ def test_a_stored_confirmation_without_a_winner_is_raised_again(blobs, small_mlp
                              reason="every confirmed config diverged")  # fmt: skip
     nothing.store(run.study)
     run.study.set_user_attr(records.STUDY_CONFIRMED, {"key": "confirm:2:3:3:True"})
-    with pytest.raises(NoRecommendation, match="every confirmed config diverged"):
+    with pytest.raises(NoRecommendation, match="every confirmed config diverged") as raised:
+        confirm_once(run)
+    assert raised.value.recommendation.reason == "every confirmed config diverged"
+    assert raised.value.recommendation.study_name == run.study.study_name
+    dataclasses.replace(nothing, reason=None).store(run.study)
+    with pytest.raises(NoRecommendation, match="nothing to recommend"):
         confirm_once(run)
     kept = optuna.load_study(study_name=run.study.study_name, storage=storage_url)
     assert kept.user_attrs[records.STUDY_RECOMMENDATION]["config"] is None  # not re-confirmed
+
+
+def test_recommends_defaults_are_searchs_and_the_confirmations():
+    """One default per option: recommend() spells out search()'s and confirm()'s parameters."""
+    import inspect
+
+    def defaults(function):
+        return {name: p.default for name, p in inspect.signature(function).parameters.items()
+                if p.default is not inspect.Parameter.empty}  # fmt: skip
+
+    rec, confirm = defaults(recommend), defaults(core("recommend").confirm)
+    assert {k: v for k, v in rec.items() if k in confirm} == {k: confirm[k] for k in rec
+                                                              if k in confirm}  # fmt: skip
+    assert {k: rec[k] for k in defaults(search)} == defaults(search)
+    assert set(rec) == set(defaults(search)) | {"seeds", "top_k", "race"}
 
 
 # Threads

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import optuna
 import pytest
+from torch import nn
 
 from autoinit import Config
 from autoinit._recommend import _clearly_worse, _race, _rank
@@ -91,6 +92,8 @@ def test_a_dropped_config_with_a_lower_mean_never_outranks_a_finisher():
         ([0.30, 0.31, 0.30], [0.20, 0.21, 0.20], True),
         ([0.2, 0.2], [0.3, 0.3], False),  # better than the leader
         ([0.9], [0.1], False),  # one seed never drops a finite config
+        ([0.3, 0.4], [0.2, 0.2], False),  # gaps 0.1, 0.2: 3 s.e., under t(1) = 6.3 (not t(3))
+        ([0.3, 0.4, 0.5], [0.2, 0.2, 0.2], True),  # 3.5 s.e. over t(2) = 2.9: / sqrt(n), not *
     ],
 )
 def test_the_paired_rule(values, leader, worse):
@@ -142,3 +145,53 @@ def test_a_race_trained_together_gives_the_race_trained_one_by_one(blobs, storag
         assert batched.metrics == pytest.approx(alone.metrics, abs=1e-6)
     assert together[-1].values == (math.inf,) and "symmetric" in together[-1].stops[0]
     assert all(math.isfinite(v) for r in together[:-1] for v in r.values)
+
+
+def _objective(blobs, storage_url, model_fn=None, **options):
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+    from autoinit.testing import tiny_mlp
+
+    options = SearchOptions(n_trials=1, max_steps=20, storage=storage_url, prescreen=False,
+                            **options)  # fmt: skip
+    model_fn = model_fn or tiny_mlp(8, 3, depth=3, width=16)
+    return prepare_search(model_fn, blobs, None, options).objective
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "together"])
+def test_the_confirmation_keeps_the_searchs_own_guard_options(blobs, storage_url, together):
+    objective = _objective(blobs, storage_url, guard={"max_grad_norm": 1e-9})
+    ranked = _race(objective, [A, B], SEEDS, race=True, together=together)
+    for r in ranked:
+        assert r.values == (math.inf,) and r.dropped == "out after seed 1: it diverged"
+        assert "exploding gradient at step 0" in r.stops[0] and "> 1e-09" in r.stops[0]
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "together"])
+def test_the_confirmation_guards_even_when_the_search_did_not(blobs, storage_url, together):
+    objective = _objective(blobs, storage_url, guard=False)
+    ranked = _race(objective, [Config("zeros", "relu"), A], SEEDS, race=True, together=together)
+    assert "symmetric" in ranked[0].stops[0] and math.isinf(ranked[0].values[0])
+    assert math.isfinite(ranked[1].values[0])
+
+
+class _Unbatchable(nn.Module):
+    autoinit_batchable = False
+
+    def __init__(self, activation=nn.ReLU):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), activation(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_configs_that_cannot_batch_train_one_by_one_without_a_warning(blobs, storage_url):
+    import warnings
+
+    objective = _objective(blobs, storage_url, model_fn=_Unbatchable)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the population's fallback warning would fail here
+        together = _race(objective, [A, B], SEEDS[:2], race=False, together=True)
+    alone = _race(objective, [A, B], SEEDS[:2], race=False, together=False)
+    assert [r.values for r in together] == [r.values for r in alone]  # the same code path
