@@ -30,7 +30,6 @@ from autoinit import (
 )
 from autoinit.errors import NoRecommendation
 from autoinit.models import MLP, mlp_factory
-from autoinit.recommendation import Recommendation
 from autoinit.monitor import (
     DepthRatio,
     Diverged,
@@ -52,6 +51,7 @@ from autoinit.monitor import (
     raise_diverged,
     symmetry_stop,
 )
+from autoinit.recommendation import Recommendation
 
 FAST = {"epochs": 2, "seed": 0}
 TANH = {"inits": ["xavier_uniform"], "activations": ["tanh"]}  # a space of one config
