@@ -36,32 +36,18 @@ CONFIRM_SEED_OFFSET = 1000  # confirmation seeds differ from the search's seed
 def top_configs(study: optuna.Study, k: int) -> list[Config]:
     """The ``k`` distinct configs with the best single-trial validation loss, best first.
 
-    Complete trials come first. When fewer than ``k`` configs completed (successive halving lets
-    few trials finish), the trials the pruner stopped fill the list: the deepest rung first, then
-    the best loss there, so that the confirmation still races ``k`` of the search's best.
-    Trials stopped by the guard or the pre-screen never count.
+    Complete trials only. Successive halving lets few finish (a trial completes when it is in
+    the best third at each rung), so the race may get fewer than ``k``; filling it with the
+    trials the pruner stopped at the deepest rung was measured (``benchmarks/README.md``,
+    issue 13) to cost four times the confirmation for no better recommendation.
     """
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
-    reached = {t.number: _deepest(t) for t in pruned if records.prune_kind(t) == "pruner"}
-    cut = [t for t in pruned if reached.get(t.number) is not None]
     ordered: list[Config] = []
-    for trial in [*sorted(complete, key=records.loss_of),
-                  *sorted(cut, key=lambda t: reached[t.number])]:  # fmt: skip
+    for trial in sorted(complete, key=records.loss_of):
         config = Config.from_dict(trial.params)
         if config not in ordered:
             ordered.append(config)
     return ordered[:k]
-
-
-def _deepest(trial: optuna.trial.FrozenTrial) -> tuple[int, float] | None:
-    """How a pruned trial sorts: its last reported step, negated (deepest first), and its loss
-    there; None when it reported nothing finite there."""
-    if not trial.intermediate_values:
-        return None
-    step = max(trial.intermediate_values)
-    value = trial.intermediate_values[step]
-    return (-step, value) if math.isfinite(value) else None
 
 
 def confirm(

@@ -91,19 +91,14 @@ def complete(
     )
 
 
-def pruned(
-    init: str, activation: str, kind: str, *, slope: float | None = None,
-    losses: tuple[float, ...] = (1.5, 1.4),
-) -> FrozenTrial:  # fmt: skip
-    """A pruned trial: by the divergence guard at step 0, or by the learning-curve pruner after
-    reporting ``losses`` (at :data:`STEPS`)."""
+def pruned(init: str, activation: str, kind: str, *, slope: float | None = None) -> FrozenTrial:
+    """A pruned trial: by the divergence guard at step 0, or by the learning-curve pruner."""
     by_pruner = kind == "pruner"
     return _trial(
         Config(init, activation, slope),
         state=TrialState.PRUNED,
-        losses=list(losses) if by_pruner else [],
-        grad_norms=([1.0] * len(losses) if by_pruner else
-                    [3.1e16, None] if kind == "exploding" else [None]),  # fmt: skip
+        losses=[1.5, 1.4] if by_pruner else [],
+        grad_norms=[1.0, 0.9] if by_pruner else [3.1e16, None] if kind == "exploding" else [None],
         user_attrs={records.PRUNE_KIND: kind, records.PRUNE_REASON: _GUARD_REASONS[kind]},
     )
 
