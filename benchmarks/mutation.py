@@ -169,6 +169,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rev", default=None,
         help="test a commit (git archive REV) instead of the working tree, e.g. HEAD",
     )  # fmt: skip
+    parser.add_argument(
+        "--retest", action="store_true",
+        help="keep what the module's last run in --workdir killed; test again only the mutants "
+             "left and those of functions changed since (tests are only ever added)",
+    )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the modules and exit")
     args = parser.parse_args(argv)
     args.modules = [name.strip() for name in args.module.split(",") if name.strip()]
@@ -335,6 +340,29 @@ def results(scratch: Path, files: list[str]) -> dict[str, str]:
     return statuses
 
 
+def killed_before(scratch: Path, files: list[str]) -> dict[str, dict]:
+    """The last run's records of ``files`` in ``scratch``, with only the kills kept: mutmut then
+    tests the rest again (and, from the function hashes, every mutant of a changed function)."""
+    kept: dict[str, dict] = {}
+    for path in files:
+        meta = scratch / "mutants" / (path + ".meta")
+        if meta.exists():
+            data = json.loads(meta.read_text())
+            data["exit_code_by_key"] = {
+                mutant: code if STATUS.get(code) in ("killed", "caught by type check") else None
+                for mutant, code in data["exit_code_by_key"].items()
+            }  # fmt: skip
+            kept[path] = data
+    return kept
+
+
+def restore(scratch: Path, kept: dict[str, dict]) -> None:
+    for path, data in kept.items():
+        meta = scratch / "mutants" / (path + ".meta")
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps(data))
+
+
 def diff(scratch: Path, mutant: str) -> str:
     shown = subprocess.run(
         [sys.executable, "-m", "mutmut", "show", mutant], cwd=scratch, capture_output=True,
@@ -372,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: mutating {', '.join(files)}", flush=True)
         print(f"    with {', '.join(target.test_files(source))}", flush=True)
         started = time.monotonic()
+        kept = killed_before(args.workdir / name, files) if args.retest else {}
         scratch = prepare(name, target, args.workdir, source)
+        restore(scratch, kept)
         broken: list[str] = []
         with open(args.workdir / f"{name}.log", "w") as log:
             broken = failing_tests(scratch, target, log)
@@ -381,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)  # fmt: skip
                 target = dataclasses.replace(target, deselect=(*target.deselect, *broken))
                 prepare(name, target, args.workdir, source)
+                restore(scratch, kept)
             code = run_mutmut(scratch, args.max_children, log)
         minutes = (time.monotonic() - started) / 60
         statuses = results(scratch, files)

@@ -167,3 +167,25 @@ def test_unknown_section_is_refused_with_the_valid_names(tmp_path):
     done = _benchmarks("--only", "overhead,bogus", cwd=tmp_path)
     assert done.returncode == 2
     assert "'bogus'" in done.stderr and "overhead, guard, efficiency" in done.stderr
+
+
+def test_mutation_retest_keeps_only_the_kills_of_the_last_run(tmp_path):
+    """``--retest``: the killed mutants keep their result; mutmut tests the others again."""
+    from benchmarks import mutation
+
+    path = "autoinit/_recommend.py"
+    last = tmp_path / "last"
+    meta = last / "mutants" / (path + ".meta")
+    meta.parent.mkdir(parents=True)
+    codes = {"a__mutmut_1": 1, "a__mutmut_2": 0, "a__mutmut_3": 33, "a__mutmut_4": 37,
+             "a__mutmut_5": 36}  # fmt: skip
+    meta.write_text(json.dumps({"exit_code_by_key": codes, "hash_by_function_name": {"a": "h"}}))
+    kept = mutation.killed_before(last, [path, "autoinit/absent.py"])
+    assert list(kept) == [path]
+    fresh = tmp_path / "fresh"
+    mutation.restore(fresh, kept)
+    restored = json.loads((fresh / "mutants" / (path + ".meta")).read_text())
+    assert restored["exit_code_by_key"] == {"a__mutmut_1": 1, "a__mutmut_2": None,
+                                            "a__mutmut_3": None, "a__mutmut_4": 37,
+                                            "a__mutmut_5": None}  # fmt: skip
+    assert restored["hash_by_function_name"] == {"a": "h"}  # mutmut resets changed functions
