@@ -297,6 +297,7 @@ def _env(path: Path) -> dict[str, str]:
     # Subprocesses (spawned workers, `python -m autoinit.cli`) import the same copy.
     env["PYTHONPATH"] = os.pathsep.join([str(path), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("CI", None)  # a skipped optional test must not fail the mutants' runs
+    env.setdefault("AUTOINIT_FUZZ_EXAMPLES", "20")  # tests/test_data_fuzz.py: 100 in the suite
     return env
 
 

@@ -8,6 +8,7 @@ Examples the fuzzer once found are kept with ``@example``.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,7 +23,9 @@ from autoinit.data import TabularData, _limits, _reading, load_csv
 from autoinit.errors import DataError
 
 FUZZ = settings(
-    max_examples=100,
+    # Fewer under mutation testing (benchmarks/mutation.py sets it): a mutant of the row
+    # handling breaks most inputs, and each mutant runs these tests again.
+    max_examples=int(os.environ.get("AUTOINIT_FUZZ_EXAMPLES", "100")),
     deadline=None,
     database=None,  # nothing written into the repository
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
