@@ -257,16 +257,19 @@ def test_interrupted_confirmation_shows_the_search_and_resumes(
     storage = f"sqlite:///{cwd / 'c.db'}"
     args = ["search", "--data", _csv(cwd / "blobs.csv"), "--storage", storage, "--depth", "4",
             "--width", "8", "--trials", "3", "--epochs", "1", "--seeds", "2", "--top-k", "1"]
-    real = confirming._train_once
+    trainers = ("_train_once", "_train_together")  # one config at a time, or several
+    real = {name: getattr(confirming, name) for name in trainers}
 
     def interrupt(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(confirming, "_train_once", interrupt)
+    for name in trainers:
+        monkeypatch.setattr(confirming, name, interrupt)
     stopped = invoke(*args)
     assert stopped.exit_code == 130, stopped.output
     check_every_view(storage, "blobs-4x8", cwd, "No confirmation over seeds was run")
-    monkeypatch.setattr(confirming, "_train_once", real)
+    for name in trainers:
+        monkeypatch.setattr(confirming, name, real[name])
     resumed = invoke(*args)
     assert resumed.exit_code == 0, resumed.output
     assert "Confirmed over 2 seeds" in resumed.stdout
@@ -285,7 +288,8 @@ def test_an_internal_error_is_one_line_logged_and_the_command_resumes(
     def bug(*a, **kw):
         raise TypeError("'>=' not supported between instances of 'NoneType' and 'int'")
 
-    monkeypatch.setattr(confirming, "_train_once", bug)
+    for name in ("_train_once", "_train_together"):  # one config at a time, or several
+        monkeypatch.setattr(confirming, name, bug)
     crashed = invoke(*args)
     assert crashed.exit_code == 1
     lines = crashed.stderr.strip().splitlines()
