@@ -260,6 +260,47 @@ def test_recommend_without_options_runs_its_documented_defaults(blobs, small_mlp
     assert 3 <= len(rec.ranking) <= 4 and rec.default.config == Config("default", "relu")
 
 
+def test_recommend_passes_every_option_on(monkeypatch, blobs, small_mlp):
+    """Each argument reaches the search's options or the confirmation unchanged."""
+    recommending = core("recommend")
+    seen = {}
+
+    class Prepared:
+        def optimize(self):
+            return self
+
+    def prepare(model_fn, train, val, options):
+        seen["options"] = options
+        return Prepared()
+
+    def confirm_once(run, **kwargs):
+        seen["confirm"] = kwargs
+        raise KeyboardInterrupt  # stop here: nothing trains
+
+    monkeypatch.setattr(recommending, "prepare_search", prepare)
+    monkeypatch.setattr(recommending, "confirm_once", confirm_once)
+    sampler, pruner = optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
+
+    def loss(a, b):
+        return (a - b).abs().mean()
+
+    def callback(study, trial):
+        return None
+
+    given = dict(
+        n_trials=7, timeout=99.0, epochs=2, max_steps=5, trial_time_limit=3.0, batch_size=16,
+        optimizer="sgd", lr=0.01, inits=("zeros",), activations=("tanh",), loss_fn=loss,
+        task="regression", storage="sqlite:///x.db", study_name="named", sampler=sampler,
+        pruner=pruner, guard={"max_grad_norm": 5.0}, seed=3, device="cpu", n_jobs=1, threads=1,
+        val_fraction=0.3, callbacks=(callback,), prescreen=False, population=2, search_rows=100,
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        recommend(small_mlp, blobs, seeds=5, top_k=2, race=False, **given)
+    options = seen["options"]
+    assert {name: getattr(options, name) for name in given} == given
+    assert seen["confirm"] == {"seeds": 5, "top_k": 2, "race": False}
+
+
 def test_recommends_defaults_are_searchs_and_the_confirmations():
     """One default per option: recommend() spells out search()'s and confirm()'s parameters."""
     import inspect
