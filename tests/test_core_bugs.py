@@ -206,7 +206,9 @@ def test_a_confirmation_held_elsewhere_names_its_holder_or_is_waited_for(
         confirm_once(run, seeds=2, top_k=1, wait=False)
     message = str(elsewhere.value)
     host = claims.holder(run.study, key)["host"]
-    assert f"being run by {host} (PID {os.getpid()})" in message and "autoinit show" in message
+    assert message == (f"the confirmation of this study is being run by {host} (PID "
+                       f"{os.getpid()}); its result will be stored with the study: read it with "
+                       "`autoinit show`.")  # fmt: skip
     unknown = str(core("recommend").ConfirmationElsewhere({}))
     assert "being run by ? (PID ?);" in unknown
     assert elsewhere.value.holder["pid"] == os.getpid()
@@ -238,8 +240,9 @@ def test_a_stored_confirmation_without_a_winner_is_raised_again(blobs, small_mlp
     assert raised.value.recommendation.reason == "every confirmed config diverged"
     assert raised.value.recommendation.study_name == run.study.study_name
     dataclasses.replace(nothing, reason=None).store(run.study)
-    with pytest.raises(NoRecommendation, match="nothing to recommend"):
+    with pytest.raises(NoRecommendation) as raised:
         confirm_once(run)
+    assert str(raised.value) == "nothing to recommend"
     kept = optuna.load_study(study_name=run.study.study_name, storage=storage_url)
     assert kept.user_attrs[records.STUDY_RECOMMENDATION]["config"] is None  # not re-confirmed
 
@@ -270,7 +273,7 @@ def test_recommend_passes_every_option_on(monkeypatch, blobs, small_mlp):
             return self
 
     def prepare(model_fn, train, val, options):
-        seen["options"] = options
+        seen["options"], seen["val"] = options, val
         return Prepared()
 
     def confirm_once(run, **kwargs):
@@ -291,14 +294,20 @@ def test_recommend_passes_every_option_on(monkeypatch, blobs, small_mlp):
         n_trials=7, timeout=99.0, epochs=2, max_steps=5, trial_time_limit=3.0, batch_size=16,
         optimizer="sgd", lr=0.01, inits=("zeros",), activations=("tanh",), loss_fn=loss,
         task="regression", storage="sqlite:///x.db", study_name="named", sampler=sampler,
-        pruner=pruner, guard={"max_grad_norm": 5.0}, seed=3, device="cpu", n_jobs=1, threads=1,
-        val_fraction=0.3, callbacks=(callback,), prescreen=False, population=2, search_rows=100,
+        pruner=pruner, guard={"max_grad_norm": 5.0}, seed=3, device="cpu", n_jobs=2, threads=1,
+        val_fraction=0.3, callbacks=(callback,), prescreen=False, population=1, search_rows=100,
     )  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        recommend(small_mlp, blobs, seeds=5, top_k=2, race=False, **given)
+        recommend(small_mlp, blobs, blobs, seeds=5, top_k=2, race=False, **given)
     options = seen["options"]
     assert {name: getattr(options, name) for name in given} == given
+    assert seen["val"] is blobs
     assert seen["confirm"] == {"seeds": 5, "top_k": 2, "race": False}
+    for bad in ({"seeds": 0}, {"top_k": 0}):
+        with pytest.raises(ConfigError) as refused:
+            recommend(small_mlp, blobs, **bad)
+        assert str(refused.value) == (f"seeds and top_k must be positive but got "
+                                      f"{bad.get('seeds', 3)} and {bad.get('top_k', 3)}.")
 
 
 def test_recommends_defaults_are_searchs_and_the_confirmations():

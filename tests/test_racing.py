@@ -7,6 +7,7 @@ drives it; ``tests/test_deep_nets.py`` and ``tests/test_core_bugs.py`` race real
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import optuna
@@ -187,11 +188,22 @@ class _Unbatchable(nn.Module):
 
 
 def test_configs_that_cannot_batch_train_one_by_one_without_a_warning(blobs, storage_url):
-    import warnings
-
     objective = _objective(blobs, storage_url, model_fn=_Unbatchable)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the population's fallback warning would fail here
         together = _race(objective, [A, B], SEEDS[:2], race=False, together=True)
     alone = _race(objective, [A, B], SEEDS[:2], race=False, together=False)
     assert [r.values for r in together] == [r.values for r in alone]  # the same code path
+
+
+class _WarnsInForward(_Unbatchable):
+    def forward(self, x):
+        warnings.warn("a warning of the user's own model", UserWarning, stacklevel=2)
+        return super().forward(x)
+
+
+def test_a_round_together_hides_only_the_fallback_warning(blobs, storage_url):
+    objective = _objective(blobs, storage_url, model_fn=_WarnsInForward)
+    with pytest.warns(UserWarning, match="the user's own model") as caught:
+        _race(objective, [A, B], SEEDS[:1], race=False, together=True)
+    assert not any("train one after another" in str(w.message) for w in caught)
