@@ -228,6 +228,34 @@ def test_a_confirmation_held_elsewhere_names_its_holder_or_is_waited_for(
     assert [r.values for r in rec.ranking] == [r.values for r in told[1].ranking]
 
 
+def test_confirming_a_study_without_a_complete_trial_says_why_and_stores_nothing(storage_url):
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+    from autoinit.recommendation import no_trial_reason
+
+    confirm = core("recommend").confirm
+    x = torch.randn(200, 16, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+    options = SearchOptions(n_trials=2, storage=storage_url, inits=("normal",),
+                            activations=("relu",), prescreen=False, **FAST)  # fmt: skip
+    run = prepare_search(mlp_factory(16, 2, depth=20), (x, y), None, options).optimize()
+    with pytest.raises(NoRecommendation) as raised:
+        confirm(run.study, run.objective)
+    rec = raised.value.recommendation
+    reason = no_trial_reason(run.study)
+    assert reason.startswith("None of the 2 trials completed")
+    assert str(raised.value) == f"study {run.study.study_name!r} has no completed trial: {reason}"
+    assert (rec.config, rec.ranking, rec.default, rec.seeds) == (None, (), None, ())
+    assert (rec.metric_name, rec.study_name, rec.reason) == ("accuracy", run.study.study_name,
+                                                             reason)  # fmt: skip
+    assert records.STUDY_RECOMMENDATION not in run.study.user_attrs
+    for bad in ({"seeds": 0}, {"top_k": 0}):
+        with pytest.raises(ConfigError) as refused:
+            confirm(run.study, run.objective, **bad)
+        assert str(refused.value) == (f"seeds and top_k must be positive but got "
+                                      f"{bad.get('seeds', 3)} and {bad.get('top_k', 3)}.")
+
+
 def test_a_stored_confirmation_without_a_winner_is_raised_again(blobs, small_mlp, storage_url):
     confirm_once = core("recommend").confirm_once
     run = _searched(blobs, small_mlp, storage_url)
