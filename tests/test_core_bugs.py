@@ -256,6 +256,45 @@ def test_confirming_a_study_without_a_complete_trial_says_why_and_stores_nothing
                                       f"{bad.get('seeds', 3)} and {bad.get('top_k', 3)}.")
 
 
+class Blaring(nn.Module):
+    """Every config's logits are scaled by 1e8: the loss stays finite (a search without the
+    guard completes), but the gradient norm is far past the guard's bound at step 0."""
+
+    def __init__(self, activation=nn.ReLU):
+        super().__init__()
+        self.net = MLP(8, 3, depth=2, width=16, activation=activation)
+        self.register_buffer("gain", torch.tensor(1e8))
+
+    def forward(self, x):
+        return self.net(x) * self.gain
+
+
+@pytest.mark.parametrize("race", [True, False], ids=["race", "in-full"])
+def test_a_confirmation_where_every_config_diverges_stores_and_raises_why(
+    blobs, storage_url, race
+):
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+    from autoinit.recommendation import all_diverged_reason
+
+    confirm = core("recommend").confirm
+    options = SearchOptions(n_trials=2, storage=storage_url, guard=False, prescreen=False,
+                            inits=("xavier_uniform",), activations=("tanh", "relu"),
+                            **FAST)  # fmt: skip
+    run = prepare_search(Blaring, blobs, None, options).optimize()
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in run.study.trials)
+    with pytest.raises(NoRecommendation) as raised:
+        confirm(run.study, run.objective, seeds=2, top_k=2, race=race)
+    rec = raised.value.recommendation
+    assert rec.config is None and rec.ranking and rec.seeds == (1000, 1001)
+    assert rec.reason == all_diverged_reason(rec.ranking) and str(raised.value) == rec.reason
+    assert all(math.isinf(v) for r in rec.ranking for v in r.values)
+    assert all(len(r.values) == (1 if race else 2) for r in rec.ranking)
+    stored = optuna.load_study(study_name=run.study.study_name, storage=storage_url)
+    assert stored.user_attrs[records.STUDY_RECOMMENDATION]["config"] is None
+    assert stored.user_attrs[records.STUDY_RECOMMENDATION]["reason"] == rec.reason
+
+
 def test_a_stored_confirmation_without_a_winner_is_raised_again(blobs, small_mlp, storage_url):
     confirm_once = core("recommend").confirm_once
     run = _searched(blobs, small_mlp, storage_url)
