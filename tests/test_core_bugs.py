@@ -295,6 +295,27 @@ def test_a_confirmation_where_every_config_diverges_stores_and_raises_why(
     assert stored.user_attrs[records.STUDY_RECOMMENDATION]["reason"] == rec.reason
 
 
+def test_a_confirmed_study_is_read_back_not_confirmed_again(blobs, small_mlp, storage_url,
+                                                           monkeypatch):  # fmt: skip
+    import os
+
+    recommending = core("recommend")
+    run = _searched(blobs, small_mlp, storage_url)
+    first = recommending.confirm_once(run, seeds=2, top_k=1)
+    assert len(first.ranking) <= 2 and first.seeds == (1000, 1001)  # top_k and seeds passed on
+    confirmed = run.study.user_attrs[records.STUDY_CONFIRMED]
+    assert confirmed["key"] == f"confirm:{run.options.n_trials}:2:1:True"
+    assert confirmed["pid"] == os.getpid()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a confirmed study was confirmed again")
+
+    monkeypatch.setattr(recommending, "_race", no_training)
+    again = recommending.confirm_once(run, seeds=2, top_k=1)
+    assert again.config == first.config
+    assert [r.values for r in again.ranking] == [r.values for r in first.ranking]
+
+
 def test_a_stored_confirmation_without_a_winner_is_raised_again(blobs, small_mlp, storage_url):
     confirm_once = core("recommend").confirm_once
     run = _searched(blobs, small_mlp, storage_url)

@@ -207,3 +207,5 @@ def test_a_round_together_hides_only_the_fallback_warning(blobs, storage_url):
     with pytest.warns(UserWarning, match="the user's own model") as caught:
         _race(objective, [A, B], SEEDS[:1], race=False, together=True)
     assert not any("train one after another" in str(w.message) for w in caught)
+    own = [w for w in caught if "the user's own model" in str(w.message)]
+    assert len(own) >= 2 * 20  # every training step's, not only those before the round
