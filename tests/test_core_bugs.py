@@ -303,6 +303,7 @@ def test_a_confirmed_study_is_read_back_not_confirmed_again(blobs, small_mlp, st
     run = _searched(blobs, small_mlp, storage_url)
     first = recommending.confirm_once(run, seeds=2, top_k=1)
     assert len(first.ranking) <= 2 and first.seeds == (1000, 1001)  # top_k and seeds passed on
+    assert first.found and first.reason is None
     confirmed = run.study.user_attrs[records.STUDY_CONFIRMED]
     assert confirmed["key"] == f"confirm:{run.options.n_trials}:2:1:True"
     assert confirmed["pid"] == os.getpid()
