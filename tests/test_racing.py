@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import optuna
 import pytest
-from torch import nn
+from test_population import Refusing as _Unbatchable  # autoinit_batchable = False
 
 from autoinit import Config
 from autoinit._recommend import _clearly_worse, _race, _rank
@@ -174,17 +174,6 @@ def test_the_confirmation_guards_even_when_the_search_did_not(blobs, storage_url
     ranked = _race(objective, [Config("zeros", "relu"), A], SEEDS, race=True, together=together)
     assert "symmetric" in ranked[0].stops[0] and math.isinf(ranked[0].values[0])
     assert math.isfinite(ranked[1].values[0])
-
-
-class _Unbatchable(nn.Module):
-    autoinit_batchable = False
-
-    def __init__(self, activation=nn.ReLU):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(8, 16), activation(), nn.Linear(16, 3))
-
-    def forward(self, x):
-        return self.net(x)
 
 
 def test_configs_that_cannot_batch_train_one_by_one_without_a_warning(blobs, storage_url):
