@@ -150,30 +150,25 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _population(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
-    """``--population``: a positive integer or ``auto``."""
-    if value is None or value == "auto":
-        return value
-    try:
-        size = int(value)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise click.BadParameter(f"expected a positive integer or 'auto' but got {value!r}.")
-    return size
+def _count_or(word: str, expected: str) -> Callable[..., int | str | None]:
+    """A click callback for an option that takes a positive integer or ``word``."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+        if value is None or value == word:
+            return value
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise click.BadParameter(f"expected {expected} or {word!r} but got {value!r}.")
+        return count
+
+    return check
 
 
-def _search_rows(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
-    """``--search-rows``: a positive integer or ``all``."""
-    if value is None or value == "all":
-        return value
-    try:
-        rows = int(value)
-    except ValueError:
-        rows = 0
-    if rows < 1:
-        raise click.BadParameter(f"expected a positive number of rows or 'all' but got {value!r}.")
-    return rows
+_population = _count_or("auto", "a positive integer")  # --population
+_search_rows = _count_or("all", "a positive number of rows")  # --search-rows
 
 
 def _given(*, population: int | str | None, search_rows: int | str | None, unset: bool) -> dict:
