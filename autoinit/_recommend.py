@@ -64,9 +64,10 @@ def confirm(
 
     Every config still in the race trains once per seed, seed after seed. After each seed a
     config leaves the race when it diverged (a diverged seed is a loss: it can never win), or,
-    from the second seed on, when its paired gap to the leader is clearly beyond the spread (see
-    :func:`_clearly_worse`). The race ends when only the leader is left or the seeds run out;
-    each config's stored evidence lists exactly the seeds it got. ``race=False`` trains every
+    from the second seed on, when its gap to the leader is clearly beyond the seed-to-seed spread
+    (a t-test with seeds as blocks, the spread pooled over the race: :func:`_clearly_worse`).
+    The race ends when only the leader is left or the seeds run out; each config's stored
+    evidence lists exactly the seeds it got. ``race=False`` trains every
     config on every seed (the confirmation of autoinit 0.1). With ``together`` the configs of
     one seed train as one batched model where they can (``train_population``: the same
     computation up to float rounding, in less time); ``together=False`` trains them one after
@@ -105,7 +106,7 @@ def confirm(
     return rec
 
 
-CONFIDENCE = 0.95  # one-sided level of the paired t-test that drops a config from the race
+CONFIDENCE = 0.95  # one-sided level of the t-test that drops a config from the race
 
 
 Outcome = tuple[float, float | None, str | None]  # a run's loss (inf: diverged), metric, stop
@@ -146,28 +147,55 @@ def _losers(alive: list[Config], values: dict[Config, list[float]]) -> dict[Conf
     if not finite:
         return out
     leader = min(finite, key=lambda c: statistics.fmean(values[c]))
+    spread, df = _residual_spread([values[c] for c in finite])
     for config in finite:
-        worse = None if config == leader else _clearly_worse(values[config], values[leader])
+        worse = (None if config == leader
+                 else _clearly_worse(values[config], values[leader], spread, df))  # fmt: skip
         if worse is not None:
             out[config] = f"out after seed {len(values[config])}: {worse}"
     return out
 
 
-def _clearly_worse(values: list[float], leader: list[float]) -> str | None:
+def _residual_spread(rows: list[list[float]]) -> tuple[float, int]:
+    """The seed-to-seed spread of the race's losses, with its degrees of freedom.
+
+    Seeds are blocks (every config still in the race trains on the same seeds): what is left of
+    each loss once its config's mean and its seed's mean are taken out is the noise, pooled over
+    every config, with (configs - 1)(seeds - 1) degrees of freedom. Two configs give exactly the
+    paired t-test; four configs after two seeds have 3 degrees of freedom (t = 2.35) where a
+    pair alone has 1 (t = 6.31), so a clear loser leaves after the second seed, not the third.
+    """
+    m, n = len(rows), len(rows[0])
+    df = (m - 1) * (n - 1)
+    if df == 0:
+        return 0.0, 0
+    grand = statistics.fmean(v for row in rows for v in row)
+    row_means = [statistics.fmean(row) for row in rows]
+    seed_means = [statistics.fmean(row[j] for row in rows) for j in range(n)]
+    residual = sum((row[j] - row_mean - seed_means[j] + grand) ** 2
+                   for row, row_mean in zip(rows, row_means) for j in range(n))  # fmt: skip
+    return math.sqrt(residual / df), df
+
+
+def _clearly_worse(
+    values: list[float], leader: list[float], spread: float | None = None, df: int | None = None
+) -> str | None:
     """Whether a config's losses are clearly above the leader's on the same seeds, and by what.
 
-    A one-sided paired t-test at :data:`CONFIDENCE` on the per-seed differences (it needs two
-    seeds): the mean gap must exceed t(n-1) of its standard errors. Equal gaps on every seed
-    (zero spread) count when positive.
+    A one-sided t-test at :data:`CONFIDENCE` (it needs two seeds): the mean gap must exceed
+    t(df) standard errors, the standard error being ``spread * sqrt(2 / n)`` with the race's
+    pooled :func:`_residual_spread` (default: this pair's alone, which is the paired t-test).
+    No spread at all (the same gap on every seed) counts when the gap is positive.
     """
-    gaps = [v - lead for v, lead in zip(values, leader)]
-    n = len(gaps)
-    if n < 2:
+    n = len(values)
+    if spread is None or df is None:
+        spread, df = _residual_spread([values, leader])
+    if n < 2 or df < 1:
         return None
-    mean, spread = statistics.fmean(gaps), statistics.stdev(gaps)
-    if mean <= 0 or (spread > 0 and mean <= _t_quantile(CONFIDENCE, n - 1) * spread / n**0.5):
+    gap = statistics.fmean(values) - statistics.fmean(leader)
+    if gap <= 0 or (spread > 0 and gap <= _t_quantile(CONFIDENCE, df) * spread * (2 / n) ** 0.5):
         return None
-    return f"+{mean:.3g} vs the leader over {n} seeds (paired t-test, {CONFIDENCE:.0%})"
+    return f"+{gap:.3g} vs the leader over {n} seeds (t-test, {CONFIDENCE:.0%}, {df} df)"
 
 
 def _t_quantile(p: float, df: int) -> float:

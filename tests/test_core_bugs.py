@@ -865,13 +865,13 @@ def test_the_leaky_slope_sets_the_gain():
     assert torch.allclose(steep, flat * ratio, rtol=1e-5, atol=1e-7)
 
 
-def test_a_config_is_clearly_worse_only_by_a_paired_t_test_over_two_seeds_or_more():
+def test_a_config_is_clearly_worse_only_by_a_t_test_over_two_seeds_or_more():
     worse = core("recommend")._clearly_worse
     assert worse([5.0], [1.0]) is None  # one seed: no test
     # the same gap on every seed: no spread
-    assert worse([2.0, 3.0], [1.0, 2.0]) == "+1 vs the leader over 2 seeds (paired t-test, 95%)"
+    assert worse([2.0, 3.0], [1.0, 2.0]) == "+1 vs the leader over 2 seeds (t-test, 95%, 1 df)"
     assert worse([1.0, 2.0], [1.0, 2.0]) is None and worse([0.5, 1.5], [1.0, 2.0]) is None
     assert worse([2.0, 3.1], [1.0, 2.0]) is not None  # gaps 1.0, 1.1: t = 21 > t(0.95, 1) = 6.3
     assert worse([1.1, 4.0], [1.0, 2.0]) is None  # gaps 0.1, 2.0: t = 1.1, not clear
-    assert worse([2.0, 3.2, 3.9], [1.0, 2.0, 3.0]).endswith("over 3 seeds (paired t-test, 95%)")
+    assert worse([2.0, 3.2, 3.9], [1.0, 2.0, 3.0]).endswith("over 3 seeds (t-test, 95%, 2 df)")
     assert worse([1.2, 2.0, 3.1], [1.0, 2.0, 3.0]) is None  # t = 1.7 < t(0.95, 2) = 2.9

@@ -7,6 +7,7 @@ drives it; ``tests/test_deep_nets.py`` and ``tests/test_core_bugs.py`` race real
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ import pytest
 from test_population import Refusing as _Unbatchable  # autoinit_batchable = False
 
 from autoinit import Config
-from autoinit._recommend import _clearly_worse, _race, _rank
+from autoinit._recommend import _clearly_worse, _race, _rank, _residual_spread
 from autoinit.monitor import Diverged
 
 A, B, C, D = (Config("kaiming_normal", "relu"), Config("orthogonal", "tanh"),
@@ -63,11 +64,41 @@ def test_a_clearly_worse_config_is_dropped_after_two_seeds_and_a_close_one_is_no
     objective = ScriptedObjective(losses)
     ranked = {r.config: r for r in _race(objective, [A, B, C], SEEDS, race=True)}
     assert ranked[B].seeds == (1000, 1001) and ranked[B].dropped.startswith("out after seed 2: +")
-    assert "paired t-test" in ranked[B].dropped
+    assert "t-test, 95%, 2 df" in ranked[B].dropped  # 3 configs x 2 seeds: (3-1)(2-1) df
     assert ranked[A].seeds == ranked[C].seeds == SEEDS and ranked[C].dropped is None
     assert len(objective.calls) == 8  # 3 + 3 + 2: B skipped its third seed
     ranking = _rank(list(ranked.values()))
     assert [r.config for r in ranking] == [A, C, B]  # finishers first, best mean first
+
+
+def test_the_race_pools_the_spread_so_a_clear_loser_leaves_after_two_seeds():
+    """Alone, B's two gaps (0.10, 0.14) are 6.0 standard errors: under t(1) = 6.31. The race's
+    four configs pool the seed-to-seed spread over 3 degrees of freedom (t = 2.35): B leaves."""
+    losses = {A: [0.20, 0.22, 0.21], B: [0.30, 0.36, 0.33], C: [0.21, 0.21, 0.22],
+              D: [0.22, 0.23, 0.22]}  # fmt: skip
+    assert _clearly_worse(losses[B][:2], losses[A][:2]) is None
+    objective = ScriptedObjective(losses)
+    ranked = {r.config: r for r in _race(objective, [A, B, C, D], SEEDS, race=True)}
+    assert ranked[B].dropped == (
+        "out after seed 2: +0.12 vs the leader over 2 seeds (t-test, 95%, 3 df)")
+    assert ranked[B].seeds == (1000, 1001) and ranked[C].seeds == ranked[D].seeds == SEEDS
+    assert len(objective.calls) == 4 + 4 + 3
+
+
+def test_the_pooled_spread_is_the_paired_tests_for_two_configs_and_ignores_block_effects():
+    values, leader = [0.31, 0.52, 0.40], [0.20, 0.21, 0.26]
+    gaps = [v - lead for v, lead in zip(values, leader)]
+    spread, df = _residual_spread([values, leader])
+    assert df == 2 and spread * math.sqrt(2) == pytest.approx(statistics.stdev(gaps))
+    rows = [values, leader, [0.25, 0.27, 0.22]]
+    spread, df = _residual_spread(rows)
+    assert df == 4  # (3 configs - 1) x (3 seeds - 1)
+    # a config's level and a seed's level (an easy seed for everyone) are not noise
+    shifted = [[v + 1.0 + (0.5 if j == 1 else 0.0) for j, v in enumerate(row)] for row in rows]
+    shifted[0] = [v + 3.0 for v in shifted[0]]
+    assert _residual_spread(shifted) == (pytest.approx(spread), 4)
+    assert _residual_spread([[0.1, 0.2], [0.3, 0.4]]) == (pytest.approx(0.0, abs=1e-12), 1)
+    assert _residual_spread([[0.1], [0.3], [0.2]]) == (0.0, 0)  # one seed: no test
 
 
 def test_without_racing_every_config_gets_every_seed():
