@@ -19,11 +19,21 @@ Two experiments, each printing a table and writing JSON next to the other result
     tell), over several sampler seeds. The cost is the steps the search trains, in full-training
     equivalents (FTE); the quality is the confirmed metric of the recommendation that the
     search's top 3 and PyTorch's default give over 3 fresh seeds (each cached too).
+
+``python -m benchmarks.cost_study races``
+    The racing confirmation's drop rule, replayed: each default search (the default pruner,
+    over several sampler seeds) gives its top 3; those and PyTorch's default are trained on the
+    3 confirmation seeds (cached), and the race is replayed on that table with the real
+    ``_race``: with the spread pooled over the race (today's rule), with each pair's own
+    spread (the paired t-test of the session before), and with only the search's top 2 or top
+    1 against the default (``top_k``). Cost: the confirmation's runs, in FTE;
+    quality: the pick's metric over all 3 seeds, and whether it is the full confirmation's pick.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -370,7 +380,87 @@ def pruners_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_
     return out
 
 
-# --- experiment 3: population speed in the search -------------------------------------------
+# --- experiment 3: the race's drop rule, replayed ------------------------------------------------
+
+
+class _Replayed:
+    """What ``_race`` asks of an objective, answered from a :class:`Table` (nothing trains)."""
+
+    guard: dict[str, Any] = {}
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def train(self, config: Config, seed: int, *, guard: Any) -> Run:
+        run = self.table.get(config, seed)
+        if run.stop is not None or not math.isfinite(run.value):
+            raise optuna.TrialPruned(f"{run.stop or 'non-finite'} (replayed)")
+        return dataclasses.replace(run, stop=None)
+
+
+def race_replay(table: Table, candidates: Sequence[Config], pooled: bool) -> dict[str, Any]:
+    """The racing confirmation of ``candidates`` and the default, replayed on ``table``:
+    its pick, the pick's metric over all 3 seeds, and the runs it cost."""
+    from unittest import mock
+
+    import autoinit._recommend as recommend_module
+
+    configs = list(dict.fromkeys([*candidates, PYTORCH_DEFAULT]))
+    pooled_spread = recommend_module._residual_spread  # of a pair: the paired t-test's
+
+    def pair_only(rows: list[list[float]]) -> tuple[Any, Any]:  # None: each pair's own spread
+        return pooled_spread(rows) if len(rows) == 2 else (None, None)
+
+    own_spread = mock.patch.object(recommend_module, "_residual_spread", pair_only)
+    with own_spread if not pooled else contextlib.nullcontext():
+        ranked = recommend_module._race(_Replayed(table), configs, CONFIRM_SEEDS, race=True)  # type: ignore[arg-type]
+    best = recommend_module._rank(ranked)[0]
+    runs = [table.get(best.config, s) for s in CONFIRM_SEEDS]
+    finite = all(r.stop is None and math.isfinite(r.value) for r in runs)
+    metric = statistics.fmean(r.metric for r in runs) if finite else math.nan
+    return {"pick": best.config.label, "metric": metric, "runs": sum(len(r.values) for r in ranked)}
+
+
+def races_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_trials: int,
+                     epochs: int, sampler_seeds: Sequence[int],
+                     cache_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "datasets": {}}
+    for name, (model_fn, data, rows) in datasets.items():
+        objective = _objective(model_fn, data, epochs, rows=rows)
+        cache = cache_dir / f"races_{name}_{rows}_{epochs}.pickle" if cache_dir else None
+        table = Table(objective, cache)
+        spe = objective.data.steps_per_epoch
+        runs = []
+        for seed in sampler_seeds:
+            pruner = studies.default_pruner(spe * epochs, spe)
+            top = replay(objective, table, pruner, n_trials, seed)["top"]
+            full_pick, full_metric = confirmed(table, top)
+            runs.append({"top": [c.label for c in top], "full": {
+                "pick": full_pick.label, "metric": full_metric,
+                "runs": 3 * len(dict.fromkeys([*top, PYTORCH_DEFAULT]))},
+                "pooled": race_replay(table, top, pooled=True),
+                "paired": race_replay(table, top, pooled=False),
+                **{f"pooled_top{k}": race_replay(table, top[:k], pooled=True) for k in (1, 2)},
+            })  # fmt: skip
+            table.save()
+        summary = {}
+        for rule in ("full", "paired", "pooled", "pooled_top2", "pooled_top1"):
+            metrics = [r[rule]["metric"] for r in runs]
+            summary[rule] = {
+                "confirm_fte_mean": statistics.fmean(r[rule]["runs"] for r in runs),
+                "metric_mean": statistics.fmean(metrics),
+                "same_pick_as_full": sum(r[rule]["pick"] == r["full"]["pick"] for r in runs),
+            }  # fmt: skip
+            row = summary[rule]
+            print(f"  {name:>14} {rule:>11}: confirmation FTE {row['confirm_fte_mean']:.2f}  "
+                  f"metric {row['metric_mean']:.4f}  same pick as full "
+                  f"{row['same_pick_as_full']}/{len(runs)}", flush=True)
+        out["datasets"][name] = {"rows": rows, "metric": objective.data.metric_name,
+                                 "steps_per_epoch": spe, "summary": summary, "runs": runs}
+    return out
+
+
+# --- experiment 4: population speed in the search -------------------------------------------
 
 
 POPULATION_CONFIGS = [
@@ -420,7 +510,7 @@ def population_experiment(path: Path, rows: int | None, trials: int, epochs: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cost_study")
-    parser.add_argument("experiment", choices=["rows", "pruners", "population"])
+    parser.add_argument("experiment", choices=["rows", "pruners", "races", "population"])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--sizes", default="2000,5000,10000,20000")
     parser.add_argument("--tasks", default="regression,classification")
@@ -461,17 +551,26 @@ def main(argv: list[str] | None = None) -> int:
                     y_val=y[order[:n_val]], task="classification",
                 )  # fmt: skip
                 datasets[name] = (mlp_factory(64, 10, depth=20, width=64), data, None)
-            elif name == "generated":
-                path = args.workdir / f"generated_regression_{args.rows}.csv"
+            elif name.startswith("generated"):  # generated[_ROWS][_classification]
+                parts = name.split("_")[1:]
+                task = "classification" if "classification" in parts else "regression"
+                rows = next((int(p) for p in parts if p.isdigit()), args.rows)
+                path = args.workdir / f"generated_{task}_{rows}.csv"
                 if not path.exists():
-                    generated_frame(args.rows, "regression").to_csv(path, index=False)
+                    generated_frame(rows, task).to_csv(path, index=False)
                 model_fn, data = load(path)
-                datasets[name] = (model_fn, data, args.search_rows)
+                datasets[name] = (model_fn, data, args.search_rows if rows > args.search_rows
+                                  else None)  # fmt: skip
             else:
                 model_fn, data = load(EXAMPLES / f"{name}.csv")
                 datasets[name] = (model_fn, data, None)
-        result = pruners_experiment(datasets, args.trials, args.epochs, range(args.seeds),
-                                    args.workdir, args.pruners.split(",") if args.pruners else None)
+        if args.experiment == "races":
+            result = races_experiment(datasets, args.trials, args.epochs, range(args.seeds),
+                                      args.workdir)  # fmt: skip
+        else:
+            result = pruners_experiment(datasets, args.trials, args.epochs, range(args.seeds),
+                                        args.workdir,
+                                        args.pruners.split(",") if args.pruners else None)
     result["seconds"] = time.perf_counter() - start
     output = args.output or RESULTS / f"cost_study_{args.experiment}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -637,3 +637,97 @@ def test_stratified_split_is_scikit_learns(n, classes, fraction, seed):
     ours = _split.split(codes, "classification", fraction, seed, Notes())
     theirs = train_test_split(np.arange(n), test_size=fraction, random_state=seed, stratify=codes)
     assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+
+
+@pytest.mark.parametrize(
+    ("fraction", "counts", "stratified"),
+    [
+        (0.25, [4, 4, 4], True),  # 3 validation rows for 3 classes: one of each fits exactly
+        (0.2, [4, 3, 3], False),  # 2 validation rows for 3 classes
+        (0.8, [4, 3, 3], False),  # 2 training rows for 3 classes: a plain split, not a crash
+    ],
+)
+def test_the_split_stratifies_exactly_when_each_side_can_hold_every_class(
+    fraction, counts, stratified
+):
+    codes = np.repeat(np.arange(len(counts)), counts)
+    notes = Notes()
+    train, val = _split.split(codes, "classification", fraction, 0, notes)
+    assert sorted([*train, *val]) == list(range(len(codes)))
+    assert len(val) == math.ceil(fraction * len(codes))
+    if stratified:
+        assert list(notes) == ["train/validation split stratified by class"]
+        assert sorted(codes[val].tolist()) == list(range(len(counts)))
+    else:
+        assert len(list(notes)) == 1 and "too few to stratify" in next(iter(notes))
+
+
+# --- the readers' shared steps, one at a time --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        (["1", "NA", "3"], pd.Series([1.0, np.nan, 3.0])),  # a missing cell as written
+        (["1", "3"], pd.Series([1, 3])),  # integers stay integers, as read_csv reads them
+        (["99999999999999999999", ""], pd.Series([1e20, np.nan])),  # past 64 bits: a float
+        ([2**70], pd.Series([float(2**70)])),  # a Python int past 64 bits: float64, not object
+        ([1.5, None], pd.Series([1.5, np.nan])),
+        ([1, 2.5, None], pd.Series([1.0, 2.5, np.nan])),  # mixed integers and floats
+        (["red", "NA"], pd.Series(["red", np.nan], dtype=object)),  # real text stays text
+        ([True, False], pd.Series([True, False], dtype=object)),  # booleans are not numbers
+    ],
+)
+def test_tidy_gives_a_text_column_as_read_csv_reads_numbers(cells, expected):
+    """A column that a piece's type inference left as text (an integer past 64 bits, a missing
+    cell as written) becomes what ``read_csv`` makes of numbers; anything else stays."""
+    from autoinit.data._frame import tidy
+
+    pd.testing.assert_series_equal(tidy(pd.Series(cells, dtype=object)), expected)
+
+
+def test_tidy_reads_pandas_string_columns_too_and_leaves_numbers_alone():
+    from autoinit.data._frame import tidy
+
+    strings = tidy(pd.Series(["1", "2", "NA"], dtype="string"))
+    assert strings.isna().tolist() == [False, False, True] and strings[:2].tolist() == [1, 2]
+    numbers = pd.Series([1.0, 2.0])
+    assert tidy(numbers) is numbers
+
+
+def _read_layout(tmp_path: Path, content: str) -> _layout.Layout:
+    path = write(tmp_path, content)
+    header = content.splitlines()[0].split(",")
+    return _layout.read_layout(path, ",", header, "label", "data.csv", Notes())
+
+
+def test_a_later_piece_is_named_as_the_files_columns_or_left_to_the_whole_read(tmp_path):
+    """``_named``: a piece as wide as the header, or with the empty trailing field the first
+    row has, is named; one that starts wider or narrower is read whole instead."""
+    trailing = _read_layout(tmp_path, "a,b,label\n1,2,0,\n3,4,1,\n")  # a delimiter ends every row
+    assert trailing.names == ["a", "b", "label"] and trailing.fields == 4
+    piece = pd.DataFrame([[5, 6, 1, np.nan], [7, 8, 0, np.nan]])
+    named = _reading._named(piece, trailing)
+    assert list(named.columns) == ["a", "b", "label"] and named["b"].tolist() == [6, 8]
+    assert list(named.index) == [0, 1]  # the columns are named, not the rows
+    same = _reading._named(pd.DataFrame([[5, 6, 1]]), trailing)
+    assert list(same.columns) == ["a", "b", "label"]
+    for width in (2, 5):  # narrower than the header, wider than the first row
+        with pytest.raises(_reading._Unsplittable, match=f"a row of {width} fields"):
+            _reading._named(pd.DataFrame([list(range(width))]), trailing)
+    with pytest.raises(_reading._Unsplittable, match="a row of 4 fields"):  # a value past it
+        _reading._named(pd.DataFrame([[5, 6, 1, 9]]), trailing)
+    plain = _read_layout(tmp_path, "a,b,label\n1,2,0\n")
+    with pytest.raises(_reading._Unsplittable, match="a row of 4 fields"):
+        _reading._named(pd.DataFrame([[5, 6, 1, np.nan]]), plain)
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_bad_row_past_the_sample_names_the_file_and_the_line(tmp_path, monkeypatch, whole):
+    monkeypatch.setattr(_limits, "SAMPLE_ROWS", 10)
+    monkeypatch.setattr(_limits, "READ_BLOCK_BYTES", 64)
+    if whole:
+        monkeypatch.setattr(_reading, "_read_pieces", _unsplittable)
+    content = "a,b,label\n" + "1,2,0\n" * 40 + "5,6,7,0\n" + "1,2,1\n" * 20
+    message = error_message(write(tmp_path, content, "wide.csv"), tmp_path)
+    assert message.startswith("wide.csv: line 42 has 4 fields but the header has 3")
