@@ -123,9 +123,10 @@ def test_numeric_junk_after_the_sample_rows_is_still_found(tmp_path, monkeypatch
 def test_types_mixed_by_chunked_parsing_are_read_as_text(tmp_path):
     # pandas infers types per chunk of ~260k rows: past it, these columns turn to text, leaving
     # True next to "maybe" and 1 next to "yes" in one column
+    # (a space after each delimiter: the columns read again as text skip it too)
     n, switch = 330_000, 280_000
     rows = (
-        f"{i % 7},{'maybe' if i >= switch else bool(i % 2)},{'yes' if i >= switch else i % 2}\n"
+        f"{i % 7}, {'maybe' if i >= switch else bool(i % 2)}, {'yes' if i >= switch else i % 2}\n"
         for i in range(n)
     )
     data = load_csv(write(tmp_path, "a,flag,label\n" + "".join(rows)))
@@ -533,10 +534,16 @@ def test_reading_in_pieces_gives_the_same_result(tmp_path, monkeypatch, content,
     with monkeypatch.context() as whole_file:  # one read_csv call for the whole file
         whole_file.setattr(_reading, "_read_pieces", _unsplittable)
         whole = load_csv(path)
+    read_whole, wholes = _reading._read_whole, []  # a spy: the pieces must not fall back
+    monkeypatch.setattr(_reading, "_read_whole", lambda *a: wholes.append(a) or read_whole(*a))
     _assert_same(load_csv(path), whole)  # one piece: the file is smaller than READ_BLOCK_BYTES
     monkeypatch.setattr(_limits, "READ_BLOCK_BYTES", 97)  # pieces of a few lines
     monkeypatch.setattr(_limits, "worker_threads", lambda: threads)
     _assert_same(load_csv(path), whole)
+    # Only a quoted line break cut in two (pieces only) and text in a column the sample found
+    # numeric (both reads) fall back to one read_csv call; everything else is read in pieces.
+    fallbacks = {PIECES["quoted line breaks"]: 1, PIECES["mostly text after the sample"]: 2}
+    assert len(wholes) == fallbacks.get(content, 0)
 
 
 def _unsplittable(*args):
