@@ -128,9 +128,18 @@ MODULES: dict[str, Target] = {
             ("autoinit/_search.py", "autoinit/search.py"),
             ("autoinit/_workers.py", "autoinit/workers.py"),
         ),
-        # One worker test (the others repeat it over PostgreSQL and the CLI, at ~20 s each).
-        tests=("tests/test_search.py", "tests/test_core_bugs.py",
-               "tests/test_workers.py::test_two_workers_share_a_sqlite_study"),
+        # One worker test (the others repeat it over PostgreSQL and the CLI, at ~20 s each),
+        # and of test_core_bugs.py the tests of search (the rest are recommend's: 50 s a mutant).
+        tests=("tests/test_search.py", "tests/test_multifidelity.py",
+               "tests/test_workers.py::test_two_workers_share_a_sqlite_study", *_bugs(
+                   "test_a_completed_twin_is_reused_not_retrained",
+                   "test_a_twin_stopped_by_the_pruner_is_retrained",
+                   "test_a_diverged_twin_is_reused_with_its_reason",
+                   "test_the_thread_count_is_restored_after_a_search",
+                   "test_recommends_defaults_are_searchs_and_the_confirmations",
+               )),  # fmt: skip
+        # The same two workers on one SQLite study as the test_workers.py test above.
+        deselect=("tests/test_search.py::test_parallel_workers_share_one_sqlite_study",),
     ),
     "recommend": Target(  # ranking, confirmation
         sources=(("autoinit/_recommend.py", "autoinit/recommend.py"),),
