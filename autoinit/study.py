@@ -352,7 +352,8 @@ def clear_dead_trials(study: optuna.Study, *, include_self: bool = False) -> lis
     RUNNING trials count as dead too (it is starting, so it runs none). Returns their numbers.
     """
     host, cleared = socket.gethostname(), []
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    with _quiet_experimental():
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         attrs = trial.user_attrs
         pid = attrs.get(records.PID)

@@ -173,3 +173,16 @@ def test_resuming_with_another_seed_is_refused(blobs, small_mlp, storage_url):
     with pytest.raises(StorageError, match="another budget"):
         search(small_mlp, train, val, n_trials=2, epochs=1, storage=storage_url, study_name="f",
                seed=1)
+
+
+def test_a_search_shows_no_experimental_warning(blobs, small_mlp, storage_url):
+    """Heartbeats, the stale-trial retry and grouped TPE are experimental in Optuna: autoinit
+    relies on them on purpose, and its users must not see Optuna's warning on every search."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search(small_mlp, blobs, n_trials=2, max_steps=5, storage=storage_url)
+        search(small_mlp, blobs, n_trials=3, max_steps=5, storage=storage_url)  # resumed
+    experimental = optuna.exceptions.ExperimentalWarning
+    assert [str(w.message) for w in caught if issubclass(w.category, experimental)] == []
