@@ -68,10 +68,11 @@ def confirm(
     (a t-test with seeds as blocks, the spread pooled over the race: :func:`_clearly_worse`).
     The race ends when only the leader is left or the seeds run out; each config's stored
     evidence lists exactly the seeds it got. ``race=False`` trains every
-    config on every seed (the confirmation of autoinit 0.1). With ``together`` the configs of
-    one seed train as one batched model where they can (``train_population``: the same
-    computation up to float rounding, in less time); ``together=False`` trains them one after
-    another.
+    config on every seed (the confirmation of autoinit 0.1). With ``together`` each round trains
+    as one batched model where it can (``train_population``: the same computation up to float
+    rounding, in less time): the first round every config on the first two seeds (no finite
+    config can leave before the second; without the race, on every seed), then each seed's
+    configs; ``together=False`` trains them one after another.
 
     Raises:
         NoRecommendation: no search trial completed, or every confirmed config diverged on
@@ -122,14 +123,19 @@ def _race(
 ) -> list[Ranked]:
     runs: dict[Config, list[Outcome]] = {c: [] for c in configs}
     dropped: dict[Config, str] = {}
+    ahead: dict[tuple[Config, int], Outcome] = {}  # runs trained before their seed's turn
     for index, seed in enumerate(seeds):
         alive = [c for c in configs if c not in dropped]
         if not alive or (race and len(alive) == 1 and index > 0):
             break  # the winner is separated (or nobody is left)
-        outcomes = (_train_together(objective, alive, seed) if together and len(alive) > 1
-                    else [_train_once(objective, config, seed) for config in alive])  # fmt: skip
-        for config, outcome in zip(alive, outcomes):
-            runs[config].append(outcome)
+        # Together, the first round also trains the seeds before any finite config can leave
+        # (the second; every seed without the race): one larger batch instead of two rounds.
+        first = seeds[: 2 if race else len(seeds)] if together and index == 0 else (seed,)
+        todo = [(c, s) for s in first for c in alive if (c, s) not in ahead]
+        ahead.update(zip(todo, _train_together(objective, todo) if together and len(todo) > 1
+                               else [_train_once(objective, c, s) for c, s in todo]))  # fmt: skip
+        for config in alive:
+            runs[config].append(ahead.pop((config, seed)))
         if race:
             dropped.update(_losers(alive, {c: [v for v, _, _ in runs[c]] for c in alive}))
     return [
@@ -225,19 +231,24 @@ def _train_once(objective: Objective, config: Config, seed: int) -> Outcome:
         return math.inf, None, str(stopped)
 
 
-def _train_together(objective: Objective, configs: list[Config], seed: int) -> list[Outcome]:
-    """:func:`_train_once` for each config, trained as one batched model where they can be.
+def _train_together(objective: Objective, runs: list[tuple[Config, int]]) -> list[Outcome]:
+    """:func:`_train_once` for each (config, seed), trained as one batched model where they can
+    be (each member with its seed's weights and batch order).
 
     Models that cannot batch train one after another (what ``together=False`` does), without
     the population's warning: nothing is lost but the speed-up.
     """
     guard = objective.guard or {}
-    started = [objective.start(config, seed, guard=guard) for config in configs]
-    ready = [model for model, _, stop in started if stop is None]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"the \d+ members train one after another")
-        trained = iter(train_population(ready, objective.data, objective.budget, seeds=seed,
-                                        guard=guard))  # fmt: skip
+    started = [objective.start(config, seed, guard=guard) for config, seed in runs]
+    ready = [(model, seed) for (model, _, stop), (_, seed) in zip(started, runs) if stop is None]
+    results: list[RunResult] = []
+    if ready:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"the \d+ members train one after another")
+            results = list(train_population([m for m, _ in ready], objective.data,
+                                            objective.budget, seeds=[s for _, s in ready],
+                                            guard=guard))  # fmt: skip
+    trained = iter(results)
     return [_outcome(next(trained)) if stop is None else (math.inf, None, stop.reason)
             for _, _, stop in started]  # fmt: skip
 

@@ -146,7 +146,7 @@ def test_recommend_races_real_runs_and_stores_the_seeds_each_config_got(blobs, s
 
 
 def test_a_race_trained_together_gives_the_race_trained_one_by_one(blobs, storage_url, monkeypatch):
-    """Each seed's configs train as one batched model: the same losses, drops and seeds."""
+    """Each round trains as one batched model: the same losses, drops and seeds."""
     import autoinit._recommend as recommend_module
     from autoinit._search import prepare_search
     from autoinit.options import SearchOptions
@@ -159,16 +159,21 @@ def test_a_race_trained_together_gives_the_race_trained_one_by_one(blobs, storag
     options = SearchOptions(n_trials=1, max_steps=30, storage=storage_url, prescreen=False)
     objective = prepare_search(tiny_mlp(8, 3, depth=3, width=16), blobs, None, options).objective
     one_by_one = _race(objective, configs, SEEDS, race=True, together=False)
-    engines = []
+    engines, rounds = [], []
     with monkeypatch.context() as patch:  # a spy: the rounds really train batched
-        def spy(*args, **kwargs):
-            results = train_population(*args, **kwargs)
+        def spy(models, *args, seeds, **kwargs):
+            results = train_population(models, *args, seeds=seeds, **kwargs)
             engines.append({r.engine for r in results})
+            rounds.append(list(seeds))
             return results
 
         patch.setattr(recommend_module, "train_population", spy)
         together = _race(objective, configs, SEEDS, race=True, together=True)
     assert engines and all(e == {"bmm"} for e in engines)
+    # The first round trains the 4 configs that start on the first two seeds at once (the
+    # zeros config stops as symmetric before training); each later round one seed.
+    assert rounds[0] == [1000] * 4 + [1001] * 4
+    assert all(set(r) == {1002} for r in rounds[1:]) and len(rounds) <= 2
     assert [r.config for r in together] == configs
     for batched, alone in zip(together, one_by_one):
         assert batched.seeds == alone.seeds and batched.dropped == alone.dropped
@@ -177,6 +182,31 @@ def test_a_race_trained_together_gives_the_race_trained_one_by_one(blobs, storag
         assert batched.metrics == pytest.approx(alone.metrics, abs=1e-6)
     assert together[-1].values == (math.inf,) and "symmetric" in together[-1].stops[0]
     assert all(math.isfinite(v) for r in together[:-1] for v in r.values)
+
+
+def test_without_the_race_every_seed_trains_in_one_round(blobs, storage_url, monkeypatch):
+    import autoinit._recommend as recommend_module
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+    from autoinit.population import train_population
+    from autoinit.testing import tiny_mlp
+
+    configs = [Config("kaiming_normal", "relu"), Config("xavier_uniform", "tanh")]
+    options = SearchOptions(n_trials=1, max_steps=20, storage=storage_url, prescreen=False)
+    objective = prepare_search(tiny_mlp(8, 3, depth=2, width=8), blobs, None, options).objective
+    rounds = []
+    with monkeypatch.context() as patch:
+        def spy(models, *args, seeds, **kwargs):
+            rounds.append(list(seeds))
+            return train_population(models, *args, seeds=seeds, **kwargs)
+
+        patch.setattr(recommend_module, "train_population", spy)
+        together = _race(objective, configs, SEEDS, race=False, together=True)
+    assert rounds == [[1000, 1000, 1001, 1001, 1002, 1002]]
+    one_by_one = _race(objective, configs, SEEDS, race=False, together=False)
+    for batched, alone in zip(together, one_by_one):
+        assert batched.seeds == alone.seeds == SEEDS
+        assert batched.values == pytest.approx(alone.values, rel=1e-4, abs=1e-5)
 
 
 def _objective(blobs, storage_url, model_fn=None, **options):
