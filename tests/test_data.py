@@ -738,3 +738,26 @@ def test_a_bad_row_past_the_sample_names_the_file_and_the_line(tmp_path, monkeyp
     content = "a,b,label\n" + "1,2,0\n" * 40 + "5,6,7,0\n" + "1,2,1\n" * 20
     message = error_message(write(tmp_path, content, "wide.csv"), tmp_path)
     assert message.startswith("wide.csv: line 42 has 4 fields but the header has 3")
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "kind"),
+    [
+        ([np.nan, np.nan], "float64", "empty"),
+        ([None, None], object, "empty"),
+        ([True, False], bool, "bool"),
+        ([True, None, False], object, "bool"),  # booleans with a gap
+        ([1, 2], "int64", "number"),
+        ([1.5, np.nan], "float64", "number"),
+        (["a", "b"], "string", "text"),  # pandas' string dtype
+        (["a", None, "b"], object, "text"),
+        ([1, "a"], object, "mixed"),  # one chunk's numbers next to another chunk's text
+        ([True, "maybe"], object, "mixed"),
+    ],
+)
+def test_column_kind_says_what_pandas_made_of_a_column(values, dtype, kind):
+    """Pieces parsed apart may see one column as numbers and another as text: the kinds are
+    how the assembler finds such a column (see test_types_mixed_by_chunked_parsing...)."""
+    from autoinit.data._frame import column_kind
+
+    assert column_kind(pd.Series(values, dtype=dtype)) == kind
