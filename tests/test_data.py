@@ -761,3 +761,39 @@ def test_column_kind_says_what_pandas_made_of_a_column(values, dtype, kind):
     from autoinit.data._frame import column_kind
 
     assert column_kind(pd.Series(values, dtype=dtype)) == kind
+
+
+@pytest.mark.parametrize(
+    ("rows", "block", "threads", "expected"),
+    [
+        (60, 100_000, 3, lambda size: (1, 100_000)),  # under one block: one thread, one piece
+        (400, 2_000, 1, lambda size: (1, 2_000)),  # one CPU: blocks read in turn
+        # 3 threads: pieces of a twelfth of the file, so that each thread gets several...
+        (400, 4_000, 3, lambda size: (3, size // 12)),
+        (400, 4_000, 2, lambda size: (2, size // 8)),
+        (400, 300, 3, lambda size: (3, 300)),  # ...but never more than a block
+        (60, 800, 3, lambda size: (3, 100)),  # ...nor less than MIN_PIECE_BYTES
+    ],
+)
+def test_a_large_file_is_parsed_by_the_worker_threads_in_pieces_sized_for_them(
+    tmp_path, monkeypatch, rows, block, threads, expected
+):
+    path = write(tmp_path, table(rows=rows))
+    size = path.stat().st_size
+    assert size > block or expected(size)[0] == 1
+    monkeypatch.setattr(_limits, "READ_BLOCK_BYTES", block)
+    monkeypatch.setattr(_limits, "MIN_PIECE_BYTES", 100)
+    monkeypatch.setattr(_limits, "worker_threads", lambda: threads)
+    pools, sizes = [], []
+    pool, pieces = _reading.concurrent.futures.ThreadPoolExecutor, _reading._pieces
+
+    def counted_pool(workers):
+        pools.append(workers)
+        return pool(workers)
+
+    monkeypatch.setattr(_reading.concurrent.futures, "ThreadPoolExecutor", counted_pool)
+    monkeypatch.setattr(_reading, "_pieces", lambda f, d, n: sizes.append(n) or pieces(f, d, n))
+    reference = load_csv(path)
+    assert ((pools or [1])[0], sizes[0]) == expected(size) and len(sizes) == 1
+    monkeypatch.setattr(_limits, "READ_BLOCK_BYTES", 10**9)
+    _assert_same(load_csv(path), reference)
