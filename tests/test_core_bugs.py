@@ -299,10 +299,16 @@ def test_a_confirmed_study_is_read_back_not_confirmed_again(blobs, small_mlp, st
                                                            monkeypatch):  # fmt: skip
     import os
 
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+
     recommending = core("recommend")
-    run = _searched(blobs, small_mlp, storage_url)
+    three = {"inits": ["xavier_uniform", "orthogonal", "xavier_normal"], "activations": ["tanh"]}
+    options = SearchOptions(n_trials=3, storage=storage_url, prescreen=False, **three, **FAST)
+    run = prepare_search(small_mlp, blobs, None, options).optimize()
+    assert len(recommending.top_configs(run.study, 3)) == 3
     first = recommending.confirm_once(run, seeds=2, top_k=1)
-    assert len(first.ranking) <= 2 and first.seeds == (1000, 1001)  # top_k and seeds passed on
+    assert len(first.ranking) == 2 and first.seeds == (1000, 1001)  # top_k and seeds passed on
     assert first.found and first.reason is None
     confirmed = run.study.user_attrs[records.STUDY_CONFIRMED]
     assert confirmed["key"] == f"confirm:{run.options.n_trials}:2:1:True"
