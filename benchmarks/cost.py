@@ -14,7 +14,7 @@ Configurations, on the same data, in one process:
   trained on every seed (``race=False``), one config at a time (``together=False``), no
   pre-screen: the search of autoinit 0.1.
 - ``new``: the defaults (the successive-halving pruner, ``search_rows``, ``population``, the
-  racing confirmation, each seed's configs trained together, the pre-screen).
+  racing confirmation, its rounds trained together, the pre-screen).
 - one run per lever with only that lever set back to today's (leave one out): each lever's
   share is what the new search saves with it. Setting back the confirmation reuses the new
   search's study and only confirms again.
