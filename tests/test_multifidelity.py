@@ -178,9 +178,9 @@ def test_recommend_confirms_on_every_row(storage_url, monkeypatch):
         return attempt(self, config, seed, **kwargs)
 
     def confirm_spy(train):  # a confirmation round, one config or several together
-        def spy(objective, config, seed):
+        def spy(objective, *args):
             confirmed.add(len(objective.data.train[0]))
-            return train(objective, config, seed)
+            return train(objective, *args)
 
         return spy
 
