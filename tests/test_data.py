@@ -797,3 +797,10 @@ def test_a_large_file_is_parsed_by_the_worker_threads_in_pieces_sized_for_them(
     assert ((pools or [1])[0], sizes[0]) == expected(size) and len(sizes) == 1
     monkeypatch.setattr(_limits, "READ_BLOCK_BYTES", 10**9)
     _assert_same(load_csv(path), reference)
+
+
+@pytest.mark.parametrize(("fraction", "needed"), [(0.2, 10), (0.5, 10), (0.95, 20), (0.99, 100)])
+def test_exactly_the_rows_needed_are_enough(fraction, needed):
+    _split.check_rows(needed, fraction, "data.csv")  # no error at the boundary
+    with pytest.raises(DataError, match=f"only {needed - 1} usable rows; at least {needed} are"):
+        _split.check_rows(needed - 1, fraction, "data.csv")
