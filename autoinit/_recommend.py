@@ -67,8 +67,8 @@ def confirm(
     from the second seed on, when its gap to the leader is clearly beyond the seed-to-seed spread
     (a t-test with seeds as blocks, the spread pooled over the race: :func:`_clearly_worse`).
     The race ends when only the leader is left or the seeds run out; each config's stored
-    evidence lists exactly the seeds it got. ``race=False`` trains every
-    config on every seed (the confirmation of autoinit 0.1). With ``together`` each round trains
+    evidence lists exactly the seeds it got. ``race=False`` trains every config on every seed
+    (the confirmation of autoinit 0.1). With ``together`` each round trains
     as one batched model where it can (``train_population``: the same computation up to float
     rounding, in less time): the first round every config on the first two seeds (no finite
     config can leave before the second; without the race, on every seed), then each seed's
@@ -130,7 +130,9 @@ def _race(
             break  # the winner is separated (or nobody is left)
         # Together, the first round also trains the seeds before any finite config can leave
         # (the second; every seed without the race): one larger batch instead of two rounds.
-        first = seeds[: 2 if race else len(seeds)] if together and index == 0 else (seed,)
+        # A lone config in a race stops after its first seed: it needs no second.
+        ahead_of_time = together and index == 0 and (not race or len(alive) > 1)
+        first = seeds[: 2 if race else len(seeds)] if ahead_of_time else (seed,)
         todo = [(c, s) for s in first for c in alive if (c, s) not in ahead]
         ahead.update(zip(todo, _train_together(objective, todo) if together and len(todo) > 1
                                else [_train_once(objective, c, s) for c, s in todo]))  # fmt: skip

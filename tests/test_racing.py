@@ -207,6 +207,11 @@ def test_without_the_race_every_seed_trains_in_one_round(blobs, storage_url, mon
     for batched, alone in zip(together, one_by_one):
         assert batched.seeds == alone.seeds == SEEDS
         assert batched.values == pytest.approx(alone.values, rel=1e-4, abs=1e-5)
+    rounds.clear()  # a lone config in a race: its first seed only, nothing trained ahead
+    with monkeypatch.context() as patch:
+        patch.setattr(recommend_module, "train_population", spy)
+        lone = _race(objective, configs[:1], SEEDS, race=True, together=True)
+    assert lone[0].seeds == (1000,) and len(rounds) <= 1 and all(r == [1000] for r in rounds)
 
 
 def _objective(blobs, storage_url, model_fn=None, **options):
