@@ -4,6 +4,8 @@ searched on a stratified subsample while the confirmation trains on every row.""
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 import torch
@@ -113,6 +115,29 @@ def test_subsample_keeps_class_shares_and_every_class():
     assert small.val is data.val  # validation is never subsampled
     again = subsample_rows(data, 500, seed=0)
     assert torch.equal(again.train[0], small.train[0])  # the same rows in every process
+
+
+def test_a_class_too_rare_for_its_share_keeps_one_row_of_the_subsample():
+    """100 of 10,000 rows take every 100th row of the rows sorted by class: a class of 2 rows
+    gets no position, so one of its rows is added (the subsample holds 101)."""
+    x = torch.arange(10_000, dtype=torch.float32).reshape(-1, 1)
+    y = torch.cat([torch.zeros(5_000), torch.ones(4_998), torch.full((2,), 2.0)]).long()
+    data = dataclasses.replace(prepare_data((x, y), seed=0), train=(x, y))  # every row trains
+    small = subsample_rows(data, 100, seed=0)
+    assert torch.bincount(small.train[1], minlength=3).tolist() == [50, 50, 1]
+    rows = small.train[0].flatten().long()
+    assert torch.equal(small.train[1], y[rows])  # each row keeps its own label
+    assert torch.equal(rows, torch.sort(rows).values) and len(set(rows.tolist())) == 101
+    assert int(rows[-1]) in (9_998, 9_999)  # the rare class's row, in file order
+
+
+def test_a_subsample_of_every_row_is_the_data_and_several_targets_are_stratified_by_the_first():
+    x, y = toy_regression(n=2_000, features=4)
+    data = prepare_data((x, torch.cat([y.reshape(-1, 1), -y.reshape(-1, 1)], dim=1)), seed=0)
+    assert subsample_rows(data, len(data.train[0]), seed=0) is data
+    small = subsample_rows(data, 200, seed=0)
+    assert small.train[1].shape == (200, 2)
+    assert torch.equal(small.train[1][:, 1], -small.train[1][:, 0])  # rows kept whole
 
 
 def test_subsample_keeps_the_regression_targets_spread():

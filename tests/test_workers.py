@@ -64,6 +64,7 @@ def assert_shared(study: optuna.Study, n_trials: int, *, main_pid: int | None) -
                  and t.user_attrs.get(records.PRUNE_KIND) != "prescreen"]  # fmt: skip
     assert not unstamped, f"trials without the process that ran them: {unstamped}"
     assert len(pids(study)) >= 2, f"one process ran every trial: {pids(study)}"
+    assert len(pids(study)) <= 2, f"more processes than n_jobs=2: {pids(study)}"
     if main_pid is not None:
         assert main_pid in pids(study)
     hosts = {t.user_attrs[records.HOST] for t in finished if records.HOST in t.user_attrs}
