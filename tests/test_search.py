@@ -156,6 +156,13 @@ def test_parallel_workers_share_one_sqlite_study(blobs, storage_url):
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
 
 
+def test_parallel_workers_need_a_storage_they_can_all_open(blobs):
+    with pytest.raises(ConfigError) as refused:
+        search(tiny_mlp(8, 3), blobs, n_trials=2, n_jobs=2,
+               storage=optuna.storages.InMemoryStorage(), **FAST)  # fmt: skip
+    assert str(refused.value) == "n_jobs > 1 needs a database storage URL (workers share it)."
+
+
 def test_parallel_workers_need_a_picklable_model_fn(blobs, storage_url):
     with pytest.raises(ConfigError, match="picklable"):
         search(lambda activation: torch.nn.Linear(8, 3), blobs, n_trials=2, n_jobs=2,
