@@ -405,6 +405,52 @@ def test_recommend_passes_every_option_on(monkeypatch, blobs, small_mlp):
                                       f"{bad.get('seeds', 3)} and {bad.get('top_k', 3)}.")
 
 
+def test_search_passes_every_option_on_and_runs_its_documented_defaults(monkeypatch, blobs,
+                                                                        small_mlp):  # fmt: skip
+    """search() hands each argument to the one core path unchanged; with none, the defaults
+    that the docs promise (50 trials, 10 epochs, one process, the pre-screen...)."""
+    from autoinit.options import SearchOptions
+
+    searching = core("search")
+    seen = []
+
+    class Prepared:
+        def optimize(self):
+            raise KeyboardInterrupt  # stop here: nothing trains
+
+    def prepare(model_fn, train, val, options):
+        seen.append((options, val))
+        return Prepared()
+
+    monkeypatch.setattr(searching, "prepare_search", prepare)
+
+    def loss(a, b):
+        return (a - b).abs().mean()
+
+    given = dict(
+        n_trials=7, timeout=99.0, epochs=2, max_steps=5, trial_time_limit=3.0, batch_size=16,
+        optimizer="sgd", lr=0.01, inits=("zeros",), activations=("tanh",), loss_fn=loss,
+        task="regression", storage="sqlite:///x.db", study_name="named",
+        sampler=optuna.samplers.RandomSampler(), pruner=optuna.pruners.NopPruner(),
+        guard={"max_grad_norm": 5.0}, seed=3, device="cpu", n_jobs=2, threads=1,
+        val_fraction=0.3, callbacks=(print,), prescreen=False, population=1, search_rows=100,
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        search(small_mlp, blobs, blobs, **given)
+    options, val = seen[-1]
+    assert {name: getattr(options, name) for name in given} == given and val is blobs
+    with pytest.raises(KeyboardInterrupt):
+        search(small_mlp, blobs)
+    assert seen[-1] == (SearchOptions(), None)
+    assert SearchOptions() == SearchOptions(
+        n_trials=50, timeout=None, epochs=10, max_steps=None, trial_time_limit=None,
+        batch_size=None, optimizer="adam", lr=1e-3, inits=None, activations=None, loss_fn=None,
+        task=None, storage=None, study_name=None, sampler=None, pruner=None, guard=True, seed=0,
+        device="auto", n_jobs=1, threads=None, val_fraction=0.2, callbacks=(), prescreen=True,
+        population=1, search_rows=20_000,
+    )  # fmt: skip
+
+
 def test_recommends_defaults_are_searchs_and_the_confirmations():
     """One default per option: recommend() spells out search()'s and confirm()'s parameters."""
     import inspect
