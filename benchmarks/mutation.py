@@ -137,6 +137,7 @@ MODULES: dict[str, Target] = {
                    "test_a_diverged_twin_is_reused_with_its_reason",
                    "test_the_thread_count_is_restored_after_a_search",
                    "test_recommends_defaults_are_searchs_and_the_confirmations",
+                   "test_search_passes_every_option_on_and_runs_its_documented_defaults",
                )),  # fmt: skip
         # The same two workers on one SQLite study as the test_workers.py test above.
         deselect=("tests/test_search.py::test_parallel_workers_share_one_sqlite_study",),
