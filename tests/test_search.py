@@ -164,9 +164,14 @@ def test_parallel_workers_need_a_storage_they_can_all_open(blobs):
 
 
 def test_parallel_workers_need_a_picklable_model_fn(blobs, storage_url):
-    with pytest.raises(ConfigError, match="picklable"):
+    with pytest.raises(ConfigError) as refused:
         search(lambda activation: torch.nn.Linear(8, 3), blobs, n_trials=2, n_jobs=2,
                storage=storage_url, **FAST)
+    message = str(refused.value)
+    assert message.startswith("n_jobs > 1 needs a picklable model_fn and data (AttributeError: "
+                              "Can't pickle local object")
+    assert message.endswith(
+        "); use a module-level function or class instead of a lambda, or n_jobs=1.")
 
 
 def test_resuming_with_another_seed_is_refused(blobs, small_mlp, storage_url):
