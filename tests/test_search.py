@@ -1,6 +1,7 @@
 """search(): the one core path. Baselines, resumption, guard pruning, telemetry, metadata."""
 
 import os
+import re
 
 import optuna
 import pytest
@@ -167,11 +168,10 @@ def test_parallel_workers_need_a_picklable_model_fn(blobs, storage_url):
     with pytest.raises(ConfigError) as refused:
         search(lambda activation: torch.nn.Linear(8, 3), blobs, n_trials=2, n_jobs=2,
                storage=storage_url, **FAST)
-    message = str(refused.value)
-    assert message.startswith("n_jobs > 1 needs a picklable model_fn and data (AttributeError: "
-                              "Can't pickle local object")
-    assert message.endswith(
-        "); use a module-level function or class instead of a lambda, or n_jobs=1.")
+    assert re.fullmatch(  # the pickling error's type and text (they vary with Python's version)
+        r"n_jobs > 1 needs a picklable model_fn and data \((AttributeError|PicklingError): .+\); "
+        r"use a module-level function or class instead of a lambda, or n_jobs=1\.",
+        str(refused.value))
 
 
 def test_resuming_with_another_seed_is_refused(blobs, small_mlp, storage_url):
