@@ -433,7 +433,8 @@ def test_search_passes_every_option_on_and_runs_its_documented_defaults(monkeypa
         task="regression", storage="sqlite:///x.db", study_name="named",
         sampler=optuna.samplers.RandomSampler(), pruner=optuna.pruners.NopPruner(),
         guard={"max_grad_norm": 5.0}, seed=3, device="cpu", n_jobs=2, threads=1,
-        val_fraction=0.3, callbacks=(print,), prescreen=False, population=1, search_rows=100,
+        val_fraction=0.3, callbacks=(print,), prescreen=False, population="auto",
+        search_rows=100,
     )  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         search(small_mlp, blobs, blobs, **given)
