@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.mutation                      # every module (about 30 min on 2 cores)
+    python -m benchmarks.mutation                      # every module (hours on 2 cores)
     python -m benchmarks.mutation --module initializers
     python -m benchmarks.mutation --module search,recommend --max-children 1
     python -m benchmarks.mutation --rev HEAD           # the last commit, not the working tree
