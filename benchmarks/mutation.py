@@ -130,7 +130,7 @@ MODULES: dict[str, Target] = {
         ),
         # One worker test (the others repeat it over PostgreSQL and the CLI, at ~20 s each),
         # and of test_core_bugs.py the tests of search (the rest are recommend's: 50 s a mutant).
-        tests=("tests/test_search.py", "tests/test_multifidelity.py",
+        tests=("tests/test_search.py", "tests/test_multifidelity.py", "tests/test_probe.py",
                "tests/test_workers.py::test_two_workers_share_a_sqlite_study", *_bugs(
                    "test_a_completed_twin_is_reused_not_retrained",
                    "test_a_twin_stopped_by_the_pruner_is_retrained",
