@@ -28,6 +28,11 @@ Two experiments, each printing a table and writing JSON next to the other result
     spread (the paired t-test of the session before), and with only the search's top 2 or top
     1 against the default (``top_k``). Cost: the confirmation's runs, in FTE;
     quality: the pick's metric over all 3 seeds, and whether it is the full confirmation's pick.
+
+``python -m benchmarks.cost_study rounds --rows 5000``
+    The race's first round: four configs on two seeds as one batched model of 8 members,
+    against two rounds of 4 (``_train_together``), interleaved, best of ``--seeds``; wall and
+    CPU time.
 """
 
 from __future__ import annotations
@@ -460,6 +465,46 @@ def races_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_tr
     return out
 
 
+# --- experiment 5: the race's first round, one batch of 8 or two of 4 -----------------------------
+
+
+ROUND_CONFIGS = [Config("xavier_uniform", "mish"), Config("lecun_normal", "selu"),
+                 Config("kaiming_normal", "gelu"), PYTORCH_DEFAULT]  # fmt: skip
+
+
+def rounds_experiment(path: Path, repeats: int, workdir: Path) -> dict[str, Any]:
+    from autoinit._recommend import _train_together
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+
+    model_fn, data = load(path)
+    options = SearchOptions(n_trials=1, epochs=10, storage=f"sqlite:///{workdir / 'rounds.db'}",
+                            study_name=f"rounds-{path.stem}-{time.time()}", prescreen=False,
+                            device="cpu")  # fmt: skip
+    objective = prepare_search(model_fn, (data.X_train, data.y_train), (data.X_val, data.y_val),
+                               options).objective  # fmt: skip
+    seeds = CONFIRM_SEEDS[:2]
+    sides = {
+        "two_rounds_of_4": lambda: [_train_together(objective, [(c, s) for c in ROUND_CONFIGS])
+                                    for s in seeds],
+        "one_round_of_8": lambda: _train_together(
+            objective, [(c, s) for s in seeds for c in ROUND_CONFIGS]),
+    }  # fmt: skip
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, train in sides.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            train()
+            runs[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    best = {name: (min(w for w, _ in r), min(c for _, c in r)) for name, r in runs.items()}
+    out = {"rows": len(data.X_train), "runs": runs,
+           "speedup_wall": best["two_rounds_of_4"][0] / best["one_round_of_8"][0],
+           "speedup_cpu": best["two_rounds_of_4"][1] / best["one_round_of_8"][1]}  # fmt: skip
+    print(f"  {path.stem}: one round of 8 over two of 4: {out['speedup_cpu']:.2f}x CPU, "
+          f"{out['speedup_wall']:.2f}x wall", flush=True)
+    return out
+
+
 # --- experiment 4: population speed in the search -------------------------------------------
 
 
@@ -510,7 +555,8 @@ def population_experiment(path: Path, rows: int | None, trials: int, epochs: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cost_study")
-    parser.add_argument("experiment", choices=["rows", "pruners", "races", "population"])
+    parser.add_argument("experiment",
+                        choices=["rows", "pruners", "races", "rounds", "population"])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--sizes", default="2000,5000,10000,20000")
     parser.add_argument("--tasks", default="regression,classification")
@@ -527,7 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    if args.experiment == "population":
+    if args.experiment == "rounds":
+        path = args.workdir / f"generated_regression_{args.rows}.csv"
+        if not path.exists():
+            generated_frame(args.rows, "regression").to_csv(path, index=False)
+        result = rounds_experiment(path, max(args.seeds, 1), args.workdir)
+    elif args.experiment == "population":
         path = args.workdir / f"generated_regression_{args.rows}.csv"
         if not path.exists():
             generated_frame(args.rows, "regression").to_csv(path, index=False)
