@@ -133,6 +133,7 @@ MODULES: dict[str, Target] = {
         tests=("tests/test_search.py", "tests/test_multifidelity.py", "tests/test_probe.py",
                "tests/test_workers.py::test_two_workers_share_a_sqlite_study", *_bugs(
                    "test_a_completed_twin_is_reused_not_retrained",
+                   "test_a_twin_still_running_elsewhere_is_not_reused_but_a_finished_one_is",
                    "test_a_twin_stopped_by_the_pruner_is_retrained",
                    "test_a_diverged_twin_is_reused_with_its_reason",
                    "test_the_thread_count_is_restored_after_a_search",

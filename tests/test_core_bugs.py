@@ -73,6 +73,24 @@ def core(name: str):
 # reused, except a verdict of the learning-curve pruner, which depends on the other trials.
 
 
+def test_a_twin_still_running_elsewhere_is_not_reused_but_a_finished_one_is():
+    """Another process's RUNNING twin has no result yet: the trial trains. Once the twin is
+    finished, its result is what a later twin reuses."""
+    from autoinit.space import suggest
+
+    finished_twin = core("search")._finished_twin
+    study = optuna.create_study()
+    params = {"init": "orthogonal", "activation": "tanh"}
+    study.enqueue_trial(params)
+    study.enqueue_trial(params)
+    running, later = study.ask(), study.ask()
+    assert suggest(running) == suggest(later)  # the same config, both RUNNING
+    assert finished_twin(later) is None
+    study.tell(running, 0.25)
+    twin = finished_twin(later)
+    assert twin is not None and twin.number == running.number and twin.value == 0.25
+
+
 def test_a_completed_twin_is_reused_not_retrained(blobs, small_mlp, storage_url):
     study = search(small_mlp, blobs, n_trials=2, storage=storage_url, **TANH, **FAST)
     first, twin = study.trials
