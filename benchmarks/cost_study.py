@@ -102,6 +102,14 @@ def generated_frame(rows: int, task: str, *, seed: int = 0) -> Any:
     return frame
 
 
+def generated_csv(workdir: Path, rows: int, task: str = "regression") -> Path:
+    """:func:`generated_frame` written once to ``workdir`` (kept for the next run)."""
+    path = workdir / f"generated_{task}_{rows}.csv"
+    if not path.exists():
+        generated_frame(rows, task).to_csv(path, index=False)
+    return path
+
+
 def load(path: Path, seed: int = 0) -> tuple[Callable, Any]:
     """What ``autoinit search --data PATH`` trains: ``load_csv`` and the default 8 x 64 MLP."""
     from autoinit.data import load_csv
@@ -224,10 +232,7 @@ def rows_experiment(sizes: Sequence[int], rows: int, tasks: Sequence[str], workd
                     epochs: int = 10) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {"sizes": list(sizes), "rows": rows, "epochs": epochs, "tasks": {}}
     for task in tasks:
-        path = workdir / f"generated_{task}_{rows}.csv"
-        if not path.exists():
-            generated_frame(rows, task).to_csv(path, index=False)
-        model_fn, data = load(path)
+        model_fn, data = load(generated_csv(workdir, rows, task))
         full = Table(_objective(model_fn, data, epochs), workdir / f"rows_{task}_{rows}.pickle")
         reference = [full.get(c, 0) for c in RANKED_CONFIGS]
         seed1 = [full.get(c, 1) for c in RANKED_CONFIGS]
@@ -574,16 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     start = time.perf_counter()
     if args.experiment == "rounds":
-        path = args.workdir / f"generated_regression_{args.rows}.csv"
-        if not path.exists():
-            generated_frame(args.rows, "regression").to_csv(path, index=False)
-        result = rounds_experiment(path, max(args.seeds, 1), args.workdir)
+        result = rounds_experiment(generated_csv(args.workdir, args.rows), max(args.seeds, 1),
+                                   args.workdir)
     elif args.experiment == "population":
-        path = args.workdir / f"generated_regression_{args.rows}.csv"
-        if not path.exists():
-            generated_frame(args.rows, "regression").to_csv(path, index=False)
-        result = population_experiment(path, args.search_rows, args.trials, args.epochs,
-                                       (1, 4, 8), args.seeds, args.workdir)
+        result = population_experiment(generated_csv(args.workdir, args.rows), args.search_rows,
+                                       args.trials, args.epochs, (1, 4, 8), args.seeds,
+                                       args.workdir)  # fmt: skip
     elif args.experiment == "rows":
         sizes = [int(s) for s in args.sizes.split(",")]
         result = rows_experiment(sizes, args.rows, args.tasks.split(","), args.workdir,
@@ -606,10 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                 parts = name.split("_")[1:]
                 task = "classification" if "classification" in parts else "regression"
                 rows = next((int(p) for p in parts if p.isdigit()), args.rows)
-                path = args.workdir / f"generated_{task}_{rows}.csv"
-                if not path.exists():
-                    generated_frame(rows, task).to_csv(path, index=False)
-                model_fn, data = load(path)
+                model_fn, data = load(generated_csv(args.workdir, rows, task))
                 datasets[name] = (model_fn, data, args.search_rows if rows > args.search_rows
                                   else None)  # fmt: skip
             else:
