@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import pickle
 import signal
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -151,10 +150,8 @@ def _worker(
         sampler=sampler or studies.default_sampler(seed, worker=index),
         pruner=pruner,
     ))  # fmt: skip
-    started = time.monotonic()
     try:
-        remaining = None if timeout is None else max(timeout - (time.monotonic() - started), 1e-3)
-        optimize_here(study, objective, n_trials, remaining, ())
+        optimize_here(study, objective, n_trials, timeout, ())
     except KeyboardInterrupt:  # Ctrl+C reaches the whole process group; the parent reports it
         pass
 

@@ -75,6 +75,12 @@ def _bugs(*names: str) -> tuple[str, ...]:
     return tuple(f"tests/test_core_bugs.py::{name}" for name in names)
 
 
+def _workers(*names: str) -> tuple[str, ...]:
+    """Tests of ``tests/test_workers.py`` by name (the others repeat the spawned workers over
+    PostgreSQL and the CLI, ~20 s each)."""
+    return tuple(f"tests/test_workers.py::{name}" for name in names)
+
+
 # The core, and the tests that exercise each part. Module names list the private spelling
 # (``_search.py``) next to the public one, so a rename needs no change here.
 MODULES: dict[str, Target] = {
@@ -128,10 +134,16 @@ MODULES: dict[str, Target] = {
             ("autoinit/_search.py", "autoinit/search.py"),
             ("autoinit/_workers.py", "autoinit/workers.py"),
         ),
-        # One worker test (the others repeat it over PostgreSQL and the CLI, at ~20 s each),
+        # One spawned-worker test (the others repeat it over PostgreSQL and the CLI, ~20 s each),
+        # the worker body run in this process (mutmut sees no spawned process),
         # and of test_core_bugs.py the tests of search (the rest are recommend's: 50 s a mutant).
         tests=("tests/test_search.py", "tests/test_multifidelity.py", "tests/test_probe.py",
-               "tests/test_workers.py::test_two_workers_share_a_sqlite_study", *_bugs(
+               "tests/test_workers.py::test_two_workers_share_a_sqlite_study",
+               *_workers("test_a_worker_trains_the_study_with_a_sampler_seeded_by_its_index",
+                         "test_a_terminated_worker_fails_its_trial_and_returns",
+                         "test_the_timeout_stops_starting_trials_here_and_in_a_worker",
+                         "test_optimize_here_stops_at_the_study_total"),
+               *_bugs(
                    "test_a_completed_twin_is_reused_not_retrained",
                    "test_a_twin_still_running_elsewhere_is_not_reused_but_a_finished_one_is",
                    "test_a_twin_stopped_by_the_pruner_is_retrained",

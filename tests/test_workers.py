@@ -8,6 +8,7 @@ without training anything leaves every trial to the main process, and these test
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -15,10 +16,14 @@ import time
 
 import optuna
 import pytest
+import torch
 from click.testing import CliRunner
 
-from autoinit import records, search
+from autoinit import records, search, workers
+from autoinit import study as studies
+from autoinit._search import SearchRun, prepare_search
 from autoinit.cli import main
+from autoinit.options import SearchOptions
 from autoinit.testing import tiny_mlp
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -106,6 +111,99 @@ def test_search_with_two_jobs_from_the_cli_uses_two_processes(tmp_path):
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert_shared(optuna.load_study(study_name="jobs", storage=url), 10, main_pid=os.getpid())
+
+
+# The body of a worker process, run here in the test's process: mutmut (benchmarks/mutation.py)
+# sees only what runs in its own process, and the spawned worker above is invisible to it.
+
+
+def _worker_here(url: str, name: str, objective, *, index: int = 1, n_trials: int = 3,
+                 timeout: float | None = None, threads: int | None = None):
+    """Run ``workers._worker`` in this process; return the thread count and SIGTERM handler
+    it leaves (a worker process keeps them), restoring this process's own afterwards."""
+    threads_before, handler_before = torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+    verbosity_before = optuna.logging.get_verbosity()
+    signal.signal(signal.SIGTERM, _not_handled)  # not pytest's death if the worker sets none
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+        workers._worker(url, name, objective, n_trials, timeout, None, study.pruner, 0, index,
+                        threads)  # fmt: skip
+        return torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+    finally:
+        torch.set_num_threads(threads_before)
+        signal.signal(signal.SIGTERM, handler_before)
+        optuna.logging.set_verbosity(verbosity_before)
+
+
+def _not_handled(signum, frame):
+    raise RuntimeError("the worker left SIGTERM to the process it runs in")
+
+
+def _prepared(blobs, url: str, name: str) -> SearchRun:
+    options = SearchOptions(n_trials=3, epochs=1, storage=url, study_name=name, prescreen=False,
+                            device="cpu", inits=tuple(NO_BASELINES["inits"]),
+                            activations=tuple(NO_BASELINES["activations"]))  # fmt: skip
+    return prepare_search(tiny_mlp(8, 3), blobs, None, options)
+
+
+def _configs(url: str, name: str) -> list[tuple]:
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(states=FINISHED)
+    return [tuple(sorted(t.params.items())) for t in trials]
+
+
+def test_a_worker_trains_the_study_with_a_sampler_seeded_by_its_index(blobs, storage_url):
+    for name in ("one", "again", "two"):
+        run = _prepared(blobs, storage_url, name)
+        index = 2 if name == "two" else 1
+        threads, handler = _worker_here(storage_url, name, run.search_objective, index=index,
+                                        threads=2 if name == "again" else None)  # fmt: skip
+        assert threads == (2 if name == "again" else 1)  # one torch thread unless told
+        assert handler is workers._interrupt
+    main_run = _prepared(blobs, storage_url, "main").optimize()
+    stored = optuna.load_study(study_name="one", storage=storage_url)
+    assert len(stored.get_trials(states=FINISHED)) == 3  # the study's total, not n_jobs' share
+    assert pids(stored) == {os.getpid()}
+    assert _configs(storage_url, "one") == _configs(storage_url, "again")  # seeded
+    # Not the main process's draws (two processes with one seed would train the same configs),
+    # nor another worker's.
+    assert _configs(storage_url, "one") != _configs(storage_url, main_run.study.study_name)
+    assert _configs(storage_url, "one") != _configs(storage_url, "two")
+
+
+def test_a_terminated_worker_fails_its_trial_and_returns(blobs, storage_url):
+    run = _prepared(blobs, storage_url, "term")
+
+    def terminated(trial):  # what terminate() does to a worker in the middle of a trial
+        os.kill(os.getpid(), signal.SIGTERM)
+        return run.search_objective(trial)
+
+    _worker_here(storage_url, "term", terminated)  # returns: the parent reports the stop
+    states = [t.state for t in optuna.load_study(study_name="term", storage=storage_url).trials]
+    assert states == [optuna.trial.TrialState.FAIL]  # not left RUNNING, no trial after it
+
+
+def _slow(trial: optuna.Trial) -> float:
+    time.sleep(0.1)
+    return trial.suggest_float("x", 0.0, 1.0)
+
+
+def test_the_timeout_stops_starting_trials_here_and_in_a_worker(storage_url):
+    storage = studies.open_storage(storage_url)  # makes the folder, as a search does
+    optuna.create_study(study_name="w", storage=storage)
+    _worker_here(storage_url, "w", _slow, n_trials=20, timeout=0.25)
+    here = optuna.create_study(study_name="h", storage=storage)
+    workers.optimize_here(here, _slow, n_trials=20, timeout=0.25, callbacks=())
+    for name in ("w", "h"):
+        finished = optuna.load_study(study_name=name, storage=storage_url).trials
+        assert 1 <= len(finished) < 20, name
+
+
+def test_optimize_here_stops_at_the_study_total(storage_url):
+    study = optuna.create_study(study_name="t", storage=studies.open_storage(storage_url))
+    workers.optimize_here(study, _slow, n_trials=2, timeout=None, callbacks=())
+    workers.optimize_here(study, _slow, n_trials=2, timeout=None, callbacks=())  # nothing left
+    workers.optimize_here(study, _slow, n_trials=3, timeout=None, callbacks=())
+    assert len(study.trials) == 3
 
 
 def _skip_or_fail(reason: str) -> None:
