@@ -19,8 +19,8 @@ from typing import Any
 
 import optuna
 
-from autoinit.models import mlp_factory
 from autoinit._search import search
+from autoinit.models import mlp_factory
 from autoinit.space import baselines
 from benchmarks.common import SEED, blobs, in_fresh_process, sqlite_url, target, timed
 

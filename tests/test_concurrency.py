@@ -50,7 +50,7 @@ def wait_for(condition, timeout: float = 300.0) -> None:
 
 
 def assert_one_budget_and_one_confirmation(storage, name, results, n_trials, pids) -> None:
-    for code, out, err in results:
+    for code, _out, err in results:
         assert code == 0, err[-3000:]
         assert "Traceback" not in err
     finished = trials(storage, name, FINISHED)
