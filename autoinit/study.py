@@ -349,7 +349,10 @@ def clear_dead_trials(study: optuna.Study, *, include_self: bool = False) -> lis
 
     Optuna's heartbeat does this for every host, but only after its grace period; a worker
     killed on this machine is known dead at once. With ``include_self``, this process's own
-    RUNNING trials count as dead too (it is starting, so it runs none). Returns their numbers.
+    RUNNING trials count as dead too (it is starting, so it runs none). A trial that names its
+    host but not yet its PID is another process between its first two writes: left alone (it
+    was failed here once, and that process then crashed on its next write). Returns their
+    numbers.
     """
     host, cleared = socket.gethostname(), []
     with _quiet_experimental():
@@ -357,8 +360,9 @@ def clear_dead_trials(study: optuna.Study, *, include_self: bool = False) -> lis
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         attrs = trial.user_attrs
         pid = attrs.get(records.PID)
-        if attrs.get(records.HOST) != host or (pid_alive(pid) and not (
-                include_self and pid == os.getpid())):  # fmt: skip
+        if attrs.get(records.HOST) != host or pid is None:  # not (yet) known to be ours
+            continue
+        if pid_alive(pid) and not (include_self and pid == os.getpid()):
             continue
         try:
             study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)

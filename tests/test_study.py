@@ -10,7 +10,7 @@ import time
 import optuna
 import pytest
 
-from autoinit import search
+from autoinit import records, search
 from autoinit import study as studies
 from autoinit.errors import StorageError
 from autoinit.testing import tiny_mlp
@@ -60,7 +60,7 @@ KILLABLE_WORKER = textwrap.dedent(
     """
     import sys, time
     import optuna
-    from autoinit import search
+    from autoinit import records, search
     from autoinit.testing import tiny_mlp, toy_classification
 
     def slow_after_two(study, trial):
@@ -101,3 +101,32 @@ def test_a_killed_worker_loses_no_finished_trial_and_its_trial_is_retried(
     assert after[running[0]].state == optuna.trial.TrialState.FAIL
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == running[0]]
     assert retried and retried[0].params == after[running[0]].params
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # trials asked, not optimized
+def test_only_running_trials_of_dead_processes_on_this_host_are_cleared(tmp_path):
+    study = optuna.create_study(storage=studies.open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid, here = int(dead.stdout), studies.this_process()
+    owners = {
+        "dead here": {**here, records.PID: dead_pid},
+        "alive here": here,
+        "dead elsewhere": {records.HOST: "another-host", records.PID: dead_pid},
+        # Between a starting trial's first two writes (host, then PID): not known to be dead.
+        "host only": {records.HOST: here[records.HOST]},
+        "nobody": {},
+    }
+    numbers = {}
+    for name, attrs in owners.items():
+        trial = study.ask()
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        numbers[name] = trial.number
+    assert studies.clear_dead_trials(study) == [numbers["dead here"]]
+    assert studies.clear_dead_trials(study, include_self=True) == [numbers["alive here"]]
+    states = {t.number: t.state for t in study.trials}
+    failed = {name for name, n in numbers.items() if states[n] == optuna.trial.TrialState.FAIL}
+    assert failed == {"dead here", "alive here"}
+    # Each cleared trial is queued again (Optuna's retry).
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 2
