@@ -123,21 +123,22 @@ def _race(
 ) -> list[Ranked]:
     runs: dict[Config, list[Outcome]] = {c: [] for c in configs}
     dropped: dict[Config, str] = {}
-    ahead: dict[tuple[Config, int], Outcome] = {}  # runs trained before their seed's turn
-    for index, seed in enumerate(seeds):
+    done = 0  # the seeds every config still in the race has run
+    while done < len(seeds):
         alive = [c for c in configs if c not in dropped]
-        if not alive or (race and len(alive) == 1 and index > 0):
+        if not alive or (race and len(alive) == 1 and done > 0):
             break  # the winner is separated (or nobody is left)
         # Together, the first round also trains the seeds before any finite config can leave
         # (the second; every seed without the race): one larger batch instead of two rounds.
         # A lone config in a race stops after its first seed: it needs no second.
-        ahead_of_time = together and index == 0 and (not race or len(alive) > 1)
-        first = seeds[: 2 if race else len(seeds)] if ahead_of_time else (seed,)
-        todo = [(c, s) for s in first for c in alive if (c, s) not in ahead]
-        ahead.update(zip(todo, _train_together(objective, todo) if together and len(todo) > 1
-                               else [_train_once(objective, c, s) for c, s in todo]))  # fmt: skip
-        for config in alive:
-            runs[config].append(ahead.pop((config, seed)))
+        first_round = together and done == 0 and (not race or len(alive) > 1)
+        now = seeds[done : (2 if race else len(seeds)) if first_round else done + 1]
+        todo = [(c, s) for s in now for c in alive]
+        outcomes = (_train_together(objective, todo) if together and len(todo) > 1
+                    else [_train_once(objective, c, s) for c, s in todo])  # fmt: skip
+        for (config, _), outcome in zip(todo, outcomes):  # seeds in order, for each config
+            runs[config].append(outcome)
+        done += len(now)
         if race:
             dropped.update(_losers(alive, {c: [v for v, _, _ in runs[c]] for c in alive}))
     return [

@@ -89,7 +89,7 @@ class Ranked:
             seed = f" {self.seeds[0]}" if self.seeds else ""
             return f"diverged on its seed{seed} ({why})"
         if self.n_diverged == n:
-            return f"diverged on all {n} seeds ({why})"
+            return f"diverged on {'both' if n == 2 else f'all {n}'} seeds ({why})"
         return f"diverged on {self.n_diverged} of {n} seeds ({why})"
 
     def loss_text(self) -> str:

@@ -117,12 +117,13 @@ def test_cli_search_then_every_view(
     default = rec["default"]
     assert default["config"] == {"init": "default", "activation": "relu", "leaky_slope": None}
     if depth == 24:  # 24 ReLU layers at PyTorch's default init: the signal dies out
-        # the race drops the default at its first diverged seed; the evidence says which
-        assert default["diverged"] == len(default["seeds"]) >= 1 and default["mean"] is None
+        # the race drops the default after the first round (two seeds, trained together);
+        # the evidence says on how many it diverged
+        assert default["diverged"] == len(default["seeds"]) == 2 and default["mean"] is None
         assert rec["improvement"] is None
-        assert "PyTorch's default (default + relu) diverged on its seed 1000" in rec["headline"]
+        assert "PyTorch's default (default + relu) diverged on both seeds" in rec["headline"]
         assert "the winner trained on all" in rec["headline"]
-        assert "diverged on its seed 1000" in result.stdout
+        assert "diverged on both seeds" in result.stdout
     if dashboard:
         assert _dashboard_note(storage, name) == summary_markdown(
             optuna.load_study(study_name=name, storage=storage)

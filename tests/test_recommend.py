@@ -136,3 +136,17 @@ def test_recommend_leaves_a_note_and_figures_for_optuna_dashboard(rec, storage_u
     note = "".join(v for k, v in sorted(attrs.items()) if k.startswith("dashboard:note_str"))
     assert rec.config.label in note
     assert any(k.startswith("dashboard:plot_data:autoinit-heatmap") for k in attrs)
+
+
+@pytest.mark.parametrize("values, text", [
+    ((1.0, 2.0), None),
+    ((math.inf,), "diverged on its seed 1000 (exploding)"),
+    ((math.inf, math.inf), "diverged on both seeds (exploding)"),
+    ((math.inf,) * 3, "diverged on all 3 seeds (exploding)"),
+    ((math.inf, 1.0, math.inf), "diverged on 2 of 3 seeds (exploding)"),
+])  # fmt: skip
+def test_the_divergence_text_counts_the_seeds(values, text):
+    stops = tuple("exploding" if math.isinf(v) else None for v in values)
+    ranked = Ranked(Config("default", "relu"), values, (None,) * len(values), stops,
+                    tuple(range(1000, 1000 + len(values))))  # fmt: skip
+    assert ranked.divergence() == text
