@@ -57,6 +57,47 @@ def test_an_interrupted_search_resumes_to_its_budget(blobs, small_mlp, storage_u
     assert len({tuple(sorted(p.items())) for p in baseline_params}) == 4  # no baseline twice
 
 
+# No baseline fits this space: every trial is the sampler's draw.
+UNQUEUED = {"inits": ["orthogonal", "lecun_uniform", "xavier_normal"],
+            "activations": ["elu", "gelu", "silu"], "prescreen": False}  # fmt: skip
+
+
+def test_a_resumed_search_does_not_replay_the_first_runs_draws(blobs, storage_url):
+    def configs(n_trials):
+        study = search(tiny_mlp(8, 3), blobs, n_trials=n_trials, storage=storage_url,
+                       study_name="resumed", **UNQUEUED, **FAST)  # fmt: skip
+        return [tuple(sorted(t.params.items())) for t in study.trials]
+
+    first = configs(3)
+    resumed = configs(6)
+    assert resumed[:3] == first
+    # The same sampler seed again would draw the first run's three configs again (and each
+    # would only repeat its twin's stored result).
+    assert resumed[3:] != first
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the trial left running is asked
+def test_a_search_clears_a_trial_this_process_left_running(blobs, storage_url):
+    """A trial of this process still RUNNING when a search starts (a notebook cell stopped while
+    its write was lost) is failed and retried at once, not after the heartbeat's grace."""
+    from autoinit import records
+    from autoinit import study as studies
+
+    first = search(tiny_mlp(8, 3), blobs, n_trials=1, storage=storage_url, study_name="left",
+                   **UNQUEUED, **FAST)  # fmt: skip
+    left = first.ask({"init": first.trials[0].distributions["init"],
+                      "activation": first.trials[0].distributions["activation"]})
+    for key, value in studies.this_process().items():
+        left.set_user_attr(key, value)
+    study = search(tiny_mlp(8, 3), blobs, n_trials=3, storage=storage_url, study_name="left",
+                   **UNQUEUED, **FAST)  # fmt: skip
+    trials = {t.number: t for t in study.trials}
+    assert trials[left.number].state == optuna.trial.TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == left.number]
+    assert retried and retried[0].params == trials[left.number].params
+    assert retried[0].state in FINISHED and records.PID in retried[0].user_attrs
+
+
 def test_deep_relu_with_normal_init_is_pruned_within_two_steps(storage_url):
     x, y = toy_classification(n=200, features=16, classes=4)
     study = search(mlp_factory(16, 4, depth=20), (x, y), n_trials=2, storage=storage_url,
