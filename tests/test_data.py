@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 from autoinit.data import (
     TabularData,
     _columns,
+    _frame,
     _layout,
     _limits,
     _preprocess,
@@ -25,6 +26,7 @@ from autoinit.data import (
     detect_task,
     load_csv,
 )
+from autoinit.data._arrays import NO_ROWS
 from autoinit.data._notes import Notes
 from autoinit.errors import DataError
 
@@ -769,6 +771,7 @@ def test_column_kind_says_what_pandas_made_of_a_column(values, dtype, kind):
     ("rows", "block", "threads", "expected"),
     [
         (60, 100_000, 3, lambda size: (1, 100_000)),  # under one block: one thread, one piece
+        (60, "size", 3, lambda size: (1, size)),  # exactly one block, too
         (400, 2_000, 1, lambda size: (1, 2_000)),  # one CPU: blocks read in turn
         # 3 threads: pieces of a twelfth of the file, so that each thread gets several...
         (400, 4_000, 3, lambda size: (3, size // 12)),
@@ -782,6 +785,7 @@ def test_a_large_file_is_parsed_by_the_worker_threads_in_pieces_sized_for_them(
 ):
     path = write(tmp_path, table(rows=rows))
     size = path.stat().st_size
+    block = size if block == "size" else block
     assert size > block or expected(size)[0] == 1
     monkeypatch.setattr(_limits, "READ_BLOCK_BYTES", block)
     monkeypatch.setattr(_limits, "MIN_PIECE_BYTES", 100)
@@ -801,8 +805,37 @@ def test_a_large_file_is_parsed_by_the_worker_threads_in_pieces_sized_for_them(
     _assert_same(load_csv(path), reference)
 
 
-@pytest.mark.parametrize(("fraction", "needed"), [(0.2, 10), (0.5, 10), (0.95, 20), (0.99, 100)])
+@pytest.mark.parametrize(
+    ("fraction", "needed"),
+    [(0.2, 10), (0.5, 10), (0.9, 10), (0.91, 12), (0.92, 13), (0.95, 20), (0.99, 100)],
+)
 def test_exactly_the_rows_needed_are_enough(fraction, needed):
     _split.check_rows(needed, fraction, "data.csv")  # no error at the boundary
     with pytest.raises(DataError, match=f"only {needed - 1} usable rows; at least {needed} are"):
         _split.check_rows(needed - 1, fraction, "data.csv")
+
+
+def _numbers_piece(rows: int, first: int) -> _frame.Piece:
+    values = np.arange(first, first + 2 * rows, dtype=np.float32).reshape(rows, 2)
+    return _frame.Piece(rows, values, pd.DataFrame(index=range(rows)), {},
+                        np.full(2, rows), {}, NO_ROWS, NO_ROWS)  # fmt: skip
+
+
+def test_the_block_is_allocated_once_for_the_rows_the_file_predicts():
+    """100 pieces of 50 rows and 1,000 bytes from a 100,000-byte file: the block is grown once,
+    at the second piece, for the 5,000 rows the bytes read so far predict (plus 5% and 1,024
+    rows), not once per piece, and not for many more rows than the file holds."""
+    layout = _layout.Layout(options={}, names=["a", "b"], unnamed=[], numeric=["a", "b"],
+                            others=[], features=["a", "b"], fields=2)  # fmt: skip
+    table = _frame.Assembler(layout, file_bytes=100 * 1000)
+    pieces = [_numbers_piece(50, 100 * i) for i in range(100)]
+    blocks = []
+    for piece in pieces:
+        table.add(piece, 1000)
+        blocks.append(table.block)
+    assert blocks[0] is pieces[0].values  # the first piece is not copied
+    assert all(block is blocks[1] for block in blocks[1:])  # one allocation for the rest
+    assert 5000 <= len(table.block) <= 1.05 * 5000 + 1024
+    result = table.finish("sha")
+    assert result.rows == 5000 and result.finite.tolist() == [5000, 5000]
+    assert np.array_equal(result.block, np.concatenate([p.values for p in pieces]))

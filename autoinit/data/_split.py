@@ -13,9 +13,10 @@ from autoinit.errors import DataError
 
 
 def check_rows(n: int, val_fraction: float, name: str) -> None:
-    """Enough rows for at least one in each split (as train_test_split rounds), and MIN_ROWS."""
-    needed = max(_limits.MIN_ROWS, math.ceil(1 / (1 - val_fraction)))
-    while math.floor((1 - val_fraction) * needed) < 1:
+    """Enough rows for at least one in each split, counted as :func:`split` rounds, and
+    MIN_ROWS."""
+    needed = _limits.MIN_ROWS
+    while needed - math.ceil(val_fraction * needed) < 1:  # no training row left
         needed += 1
     if n < needed:
         rows = "row" if n == 1 else "rows"
