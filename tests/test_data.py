@@ -839,3 +839,27 @@ def test_the_block_is_allocated_once_for_the_rows_the_file_predicts():
     result = table.finish("sha")
     assert result.rows == 5000 and result.finite.tolist() == [5000, 5000]
     assert np.array_equal(result.block, np.concatenate([p.values for p in pieces]))
+
+
+@pytest.mark.parametrize("piece_bytes", [None, 64], ids=["whole", "pieces"])
+@pytest.mark.parametrize(("words", "numeric"), [(2, True), (3, False)])
+def test_a_column_at_least_90_percent_numbers_counting_infinities_stays_numeric(
+    tmp_path, monkeypatch, piece_bytes, words, numeric
+):
+    # 20 cells: two infinities are numbers too, so 2 words leave exactly 90% numbers (numeric,
+    # the words as missing) and 3 words 85% (a category). The sample (10 rows) sees numbers
+    # only: the verdict is made over every row read.
+    cells = [str(i) for i in range(18 - words)] + ["inf", "-inf"] + ["word"] * words
+    path = write(tmp_path, "x,label\n" + "".join(f"{c},{i % 2}\n" for i, c in enumerate(cells)))
+    monkeypatch.setattr(_limits, "SAMPLE_ROWS", 10)
+    if piece_bytes:
+        monkeypatch.setattr(_limits, "READ_BLOCK_BYTES", piece_bytes)
+    whole, read_whole = [], _reading._read_whole
+    monkeypatch.setattr(_reading, "_read_whole", lambda *a: whole.append(1) or read_whole(*a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_csv(path)
+    assert (data.feature_names == ["x"]) is numeric, data.feature_names
+    # Judged while reading: numbers stay in the float32 block, read once; a text column is
+    # read again whole, as text.
+    assert len(whole) == (0 if numeric else 1)
