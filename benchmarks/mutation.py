@@ -142,7 +142,9 @@ MODULES: dict[str, Target] = {
                *_workers("test_a_worker_trains_the_study_with_a_sampler_seeded_by_its_index",
                          "test_a_terminated_worker_fails_its_trial_and_returns",
                          "test_the_timeout_stops_starting_trials_here_and_in_a_worker",
-                         "test_optimize_here_stops_at_the_study_total"),
+                         "test_optimize_here_stops_at_the_study_total",
+                         "test_a_worker_prunes_with_the_studys_pruner",
+                         "test_n_jobs_starts_one_worker_per_extra_job_each_with_its_index"),
                *_bugs(
                    "test_a_completed_twin_is_reused_not_retrained",
                    "test_a_twin_still_running_elsewhere_is_not_reused_but_a_finished_one_is",

@@ -5,6 +5,7 @@ trials who trained them instead of only counting finished trials: a worker that 
 without training anything leaves every trial to the main process, and these tests fail.
 """
 
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 
 import optuna
 import pytest
@@ -118,16 +120,15 @@ def test_search_with_two_jobs_from_the_cli_uses_two_processes(tmp_path):
 
 
 def _worker_here(url: str, name: str, objective, *, index: int = 1, n_trials: int = 3,
-                 timeout: float | None = None, threads: int | None = None):
+                 timeout: float | None = None, threads: int | None = None, pruner=None):
     """Run ``workers._worker`` in this process; return the thread count and SIGTERM handler
     it leaves (a worker process keeps them), restoring this process's own afterwards."""
     threads_before, handler_before = torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
     verbosity_before = optuna.logging.get_verbosity()
     signal.signal(signal.SIGTERM, _not_handled)  # not pytest's death if the worker sets none
     try:
-        study = optuna.load_study(study_name=name, storage=url)
-        workers._worker(url, name, objective, n_trials, timeout, None, study.pruner, 0, index,
-                        threads)  # fmt: skip
+        pruner = pruner or optuna.pruners.NopPruner()
+        workers._worker(url, name, objective, n_trials, timeout, None, pruner, 0, index, threads)
         return torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
     finally:
         torch.set_num_threads(threads_before)
@@ -204,6 +205,77 @@ def test_optimize_here_stops_at_the_study_total(storage_url):
     workers.optimize_here(study, _slow, n_trials=2, timeout=None, callbacks=())  # nothing left
     workers.optimize_here(study, _slow, n_trials=3, timeout=None, callbacks=())
     assert len(study.trials) == 3
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def test_a_worker_prunes_with_the_studys_pruner(blobs, storage_url):
+    run = _prepared(blobs, storage_url, "pruned")
+    _worker_here(storage_url, "pruned", run.search_objective, pruner=_AlwaysPrune())
+    trials = optuna.load_study(study_name="pruned", storage=storage_url).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 3
+    assert all(t.user_attrs["prune_kind"] == "pruner" for t in trials)
+
+
+class _RecordedProcess:
+    """What ``optimize_in_workers`` asks of a spawned process, recorded instead of started."""
+
+    made: list[dict] = []
+    exitcode = 0
+
+    def __init__(self, target, args, daemon):
+        self.exitcode = _RecordedProcess.exitcode
+        _RecordedProcess.made.append({"target": target, "args": args, "daemon": daemon})
+
+    def start(self):
+        pass
+
+    def join(self):
+        pass
+
+    def terminate(self):
+        pass
+
+
+def test_n_jobs_starts_one_worker_per_extra_job_each_with_its_index(storage_url, monkeypatch):
+    """The arguments each worker process gets (the real processes are tested above; their
+    sampler index is not visible there, since both processes draw from one shared study)."""
+    import torch.multiprocessing as mp
+
+    contexts = []
+    monkeypatch.setattr(mp, "get_context", lambda name: contexts.append(name) or
+                        type("Context", (), {"Process": _RecordedProcess}))  # fmt: skip
+    study = optuna.create_study(study_name="spy", storage=studies.open_storage(storage_url))
+    options = SearchOptions(n_trials=2, n_jobs=3, timeout=30.0, storage=storage_url, seed=7,
+                            threads=2)  # fmt: skip
+    for exitcode in (0, -9):
+        _RecordedProcess.made, _RecordedProcess.exitcode = [], exitcode
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            workers.optimize_in_workers(study, _slow, options, callbacks=())
+        assert contexts[-1] == "spawn"  # fork would copy this process's torch threads and locks
+        made = _RecordedProcess.made
+        assert [m["args"][8] for m in made] == [1, 2]  # the worker's index: its sampler seed
+        assert all(m["target"] is workers._worker and m["daemon"] for m in made)
+        assert made[0]["args"] == (storage_url, "spy", _slow, 2, 30.0, None, study.pruner, 7,
+                                   1, 2)  # fmt: skip
+        messages = [str(w.message) for w in caught]
+        if exitcode:
+            assert messages == [
+                "2 worker process(es) exited abnormally (exit codes [-9, -9]); their finished "
+                "trials are stored, and a trial they left running is retried by the next search "
+                "on this study."]  # fmt: skip
+        else:
+            assert not messages
+    assert len(study.trials) == 2  # this process ran the trials (the workers were not started)
+    _RecordedProcess.exitcode = 0
+    timed = optuna.create_study(study_name="timed", storage=studies.open_storage(storage_url))
+    workers.optimize_in_workers(timed, _slow, dataclasses.replace(options, n_trials=20,
+                                                                   timeout=0.25), callbacks=())
+    assert 1 <= len(timed.trials) < 20  # this process keeps the timeout too
 
 
 def _skip_or_fail(reason: str) -> None:
