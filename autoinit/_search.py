@@ -72,11 +72,10 @@ class Objective:
         seed: int,
         *,
         guard: Mapping[str, Any] | Sequence[Rule] | None,
-        trial: optuna.Trial | None = None,
     ) -> RunResult:
-        """:meth:`attempt`, raising ``optuna.TrialPruned`` (``Diverged`` for the guard) when
-        the run is stopped."""
-        result = self.attempt(config, seed, guard=guard, trial=trial)
+        """:meth:`attempt` outside a trial (the confirmation), raising ``optuna.TrialPruned``
+        (``Diverged`` for the guard) when the run is stopped."""
+        result = self.attempt(config, seed, guard=guard)
         result.raise_if_stopped()
         return result
 

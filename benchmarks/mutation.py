@@ -145,6 +145,9 @@ MODULES: dict[str, Target] = {
                          "test_optimize_here_stops_at_the_study_total",
                          "test_a_worker_prunes_with_the_studys_pruner",
                          "test_n_jobs_starts_one_worker_per_extra_job_each_with_its_index"),
+               # Objective.train's guard, as the confirmation trains through it.
+               "tests/test_racing.py::test_the_confirmation_keeps_the_searchs_own_guard_options",
+               "tests/test_racing.py::test_the_confirmation_guards_even_when_the_search_did_not",
                *_bugs(
                    "test_a_completed_twin_is_reused_not_retrained",
                    "test_a_twin_still_running_elsewhere_is_not_reused_but_a_finished_one_is",
