@@ -118,17 +118,35 @@ def test_subsample_keeps_class_shares_and_every_class():
 
 
 def test_a_class_too_rare_for_its_share_keeps_one_row_of_the_subsample():
-    """100 of 10,000 rows take every 100th row of the rows sorted by class: a class of 2 rows
-    gets no position, so one of its rows is added (the subsample holds 101)."""
+    """100 of 10,000 rows take every 100th row of the rows sorted by class: a class of one row
+    gets no position, so its row is added (the subsample holds 101)."""
     x = torch.arange(10_000, dtype=torch.float32).reshape(-1, 1)
-    y = torch.cat([torch.zeros(5_000), torch.ones(4_998), torch.full((2,), 2.0)]).long()
+    y = torch.cat([torch.zeros(5_000), torch.ones(4_999), torch.full((1,), 2.0)]).long()
     data = dataclasses.replace(prepare_data((x, y), seed=0), train=(x, y))  # every row trains
     small = subsample_rows(data, 100, seed=0)
     assert torch.bincount(small.train[1], minlength=3).tolist() == [50, 50, 1]
     rows = small.train[0].flatten().long()
     assert torch.equal(small.train[1], y[rows])  # each row keeps its own label
     assert torch.equal(rows, torch.sort(rows).values) and len(set(rows.tolist())) == 101
-    assert int(rows[-1]) in (9_998, 9_999)  # the rare class's row, in file order
+    assert int(rows[-1]) == 9_999  # the rare class's row, in file order
+
+
+def test_only_in_memory_data_can_be_subsampled():
+    from torch.utils.data import DataLoader, Dataset
+
+    x, y = toy_regression(n=200, features=4)
+
+    class Rows(Dataset):  # not a TensorDataset: read batch by batch, never held in memory
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return x[i], y[i]
+
+    loader = DataLoader(Rows(), batch_size=32)
+    data = prepare_data(loader, loader, seed=0)
+    with pytest.raises(ValueError, match=r"^only in-memory data can be subsampled\.$"):
+        subsample_rows(data, 100, seed=0)
 
 
 def test_a_subsample_of_every_row_is_the_data_and_several_targets_are_stratified_by_the_first():
