@@ -6,6 +6,7 @@ Usage::
     python -m benchmarks.mutation --module initializers
     python -m benchmarks.mutation --module search,recommend --max-children 1
     python -m benchmarks.mutation --rev HEAD           # the last commit, not the working tree
+    python -m benchmarks.mutation --module search --retest --minutes 30   # bounded; go on later
     python -m benchmarks.mutation --list               # the modules, their files and tests
 
 Each module is mutated in its own scratch copy of the project (``build/mutation/<module>/``,
@@ -28,6 +29,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -202,6 +204,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep what the module's last run in --workdir killed; test again only the mutants "
              "left and those of functions changed since (tests are only ever added)",
     )  # fmt: skip
+    parser.add_argument(
+        "--minutes", type=float, default=None,
+        help="stop each module's run after this many minutes and report what it reached (the "
+             "rest counts as not checked; --retest goes on from there)",
+    )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the modules and exit")
     args = parser.parse_args(argv)
     args.modules = [name.strip() for name in args.module.split(",") if name.strip()]
@@ -209,6 +216,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not args.modules:
         names = ", ".join(map(repr, unknown))
         parser.error(f"unknown module(s) {names}; valid: {', '.join(MODULES)}.")
+    if args.minutes is not None and args.minutes <= 0:
+        parser.error(f"--minutes must be positive but got {args.minutes:g}.")
     if args.max_children < 1:
         parser.error(f"--max-children must be at least 1 but got {args.max_children}.")
     return args
@@ -342,11 +351,28 @@ def failing_tests(scratch: Path, target: Target, log) -> list[str]:
                    if line.startswith(("FAILED ", "ERROR "))})  # fmt: skip
 
 
-def run_mutmut(scratch: Path, max_children: int, log) -> int:
-    env = _env(scratch / "mutants")
+def run_mutmut(scratch: Path, max_children: int, log, minutes: float | None) -> tuple[int, bool]:
+    """mutmut's exit code, and whether it was stopped at ``minutes``."""
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
-    return subprocess.run(command, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT,
-                          check=False).returncode  # fmt: skip
+    return run_for(command, scratch, _env(scratch / "mutants"), log, minutes)
+
+
+def run_for(command: list[str], cwd: Path, env: dict, log, minutes: float | None
+            ) -> tuple[int, bool]:  # fmt: skip
+    """Run ``command``; past ``minutes``, stop it and every process it started (mutmut records
+    each mutant's result as it goes: what it did not reach stays "not checked")."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # fmt: skip
+    try:
+        return process.wait(timeout=None if minutes is None else minutes * 60), False
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        return 0, True
 
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)
@@ -441,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                 target = dataclasses.replace(target, deselect=(*target.deselect, *broken))
                 prepare(name, target, args.workdir, source)
                 restore(scratch, kept)
-            code = run_mutmut(scratch, args.max_children, log)
+            code, stopped = run_mutmut(scratch, args.max_children, log, args.minutes)
         minutes = (time.monotonic() - started) / 60
         statuses = results(scratch, files)
         if code != 0 or not statuses:
@@ -458,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{minutes:.1f} |")  # fmt: skip
         print(f"    {killed}/{len(statuses)} killed ({score:.1%}) in {minutes:.1f} min; "
               f"not killed: {dict(Counter(left.values())) or 'none'}", flush=True)  # fmt: skip
+        if stopped:
+            print(f"    stopped at --minutes {args.minutes:g} with {counts['not checked']} not "
+                  "checked; go on with --retest", flush=True)  # fmt: skip
         report += [f"## {name}", ""]
         if broken:
             report += ["Left out, failing before any mutation: " + ", ".join(broken), ""]

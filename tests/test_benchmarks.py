@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,35 @@ def test_mutation_retest_keeps_only_the_kills_of_the_last_run(tmp_path):
                                             "a__mutmut_3": None, "a__mutmut_4": 37,
                                             "a__mutmut_5": None}  # fmt: skip
     assert restored["hash_by_function_name"] == {"a": "h"}  # mutmut resets changed functions
+
+
+def test_a_mutation_run_past_its_minutes_is_stopped_with_what_it_started(tmp_path):
+    """``--minutes``: the command and the processes it started are stopped; a run that ends in
+    time keeps its exit code."""
+    from benchmarks import mutation
+
+    started = tmp_path / "child.pid"
+    script = (f"import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', "
+              f"'import time; time.sleep(60)']); "
+              f"open({str(started)!r}, 'w').write(str(child.pid)); time.sleep(60)")  # fmt: skip
+    with open(tmp_path / "log", "w") as log:
+        assert mutation.run_for([sys.executable, "-c", "raise SystemExit(3)"], tmp_path,
+                                dict(os.environ), log, minutes=1) == (3, False)  # fmt: skip
+        code, stopped = mutation.run_for([sys.executable, "-c", script], tmp_path,
+                                         dict(os.environ), log, minutes=0.1)  # fmt: skip
+    assert (code, stopped) == (0, True)
+    child = int(started.read_text())
+    for _ in range(50):  # the grandchild got the signal too
+        if not Path(f"/proc/{child}").exists() or "Z" in _state(child):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"process {child}, started by the stopped command, still runs")
+    assert mutation.parse_args(["--minutes", "30"]).minutes == 30
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return "Z"
