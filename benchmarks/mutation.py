@@ -176,6 +176,8 @@ MODULES: dict[str, Target] = {
     ),
 }
 
+# --resume keeps every decided result; mutmut tests the mutants not checked (and timeouts).
+RESUMED = ("killed", "caught by type check", "survived", "no tests", "suspicious", "segfault")
 NOT_KILLED = ("survived", "no tests", "timeout", "suspicious", "segfault", "not checked")
 
 
@@ -205,9 +207,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
              "left and those of functions changed since (tests are only ever added)",
     )  # fmt: skip
     parser.add_argument(
+        "--resume", action="store_true",
+        help="keep every result of the module's last run (survivors too) and test only what it "
+             "did not reach and the functions changed since: the cheap way to finish a run "
+             "stopped by --minutes (survivors are tried again only by --retest)",
+    )  # fmt: skip
+    parser.add_argument(
         "--minutes", type=float, default=None,
         help="stop each module's run after this many minutes and report what it reached (the "
-             "rest counts as not checked; --retest goes on from there)",
+             "rest counts as not checked; --resume or --retest goes on from there)",
     )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the modules and exit")
     args = parser.parse_args(argv)
@@ -395,16 +403,19 @@ def results(scratch: Path, files: list[str]) -> dict[str, str]:
     return statuses
 
 
-def killed_before(scratch: Path, files: list[str]) -> dict[str, dict]:
-    """The last run's records of ``files`` in ``scratch``, with only the kills kept: mutmut then
-    tests the rest again (and, from the function hashes, every mutant of a changed function)."""
+def killed_before(
+    scratch: Path, files: list[str], keep: tuple[str, ...] = ("killed", "caught by type check")
+) -> dict[str, dict]:
+    """The last run's records of ``files`` in ``scratch``, with only the results in ``keep``
+    kept (default: the kills): mutmut then tests the rest again (and, from the function hashes,
+    every mutant of a changed function)."""
     kept: dict[str, dict] = {}
     for path in files:
         meta = scratch / "mutants" / (path + ".meta")
         if meta.exists():
             data = json.loads(meta.read_text())
             data["exit_code_by_key"] = {
-                mutant: code if STATUS.get(code) in ("killed", "caught by type check") else None
+                mutant: code if STATUS.get(code) in keep else None
                 for mutant, code in data["exit_code_by_key"].items()
             }  # fmt: skip
             kept[path] = data
@@ -455,7 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: mutating {', '.join(files)}", flush=True)
         print(f"    with {', '.join(target.test_files(source))}", flush=True)
         started = time.monotonic()
-        kept = killed_before(args.workdir / name, files) if args.retest else {}
+        kept = {}
+        if args.retest or args.resume:
+            keep = RESUMED if args.resume else ("killed", "caught by type check")
+            kept = killed_before(args.workdir / name, files, keep)
         scratch = prepare(name, target, args.workdir, source)
         restore(scratch, kept)
         broken: list[str] = []

@@ -190,6 +190,10 @@ def test_mutation_retest_keeps_only_the_kills_of_the_last_run(tmp_path):
                                             "a__mutmut_3": None, "a__mutmut_4": 37,
                                             "a__mutmut_5": None}  # fmt: skip
     assert restored["hash_by_function_name"] == {"a": "h"}  # mutmut resets changed functions
+    resumed = mutation.killed_before(last, [path], mutation.RESUMED)  # --resume: all decided
+    assert resumed[path]["exit_code_by_key"] == {"a__mutmut_1": 1, "a__mutmut_2": 0,
+                                                 "a__mutmut_3": 33, "a__mutmut_4": 37,
+                                                 "a__mutmut_5": None}  # fmt: skip
 
 
 def test_a_mutation_run_past_its_minutes_is_stopped_with_what_it_started(tmp_path):
