@@ -98,6 +98,55 @@ def test_a_search_clears_a_trial_this_process_left_running(blobs, storage_url):
     assert retried[0].state in FINISHED and records.PID in retried[0].user_attrs
 
 
+def test_the_search_runs_trials_one_by_one_in_populations_or_in_workers_as_asked(
+    blobs, storage_url, monkeypatch
+):
+    """Which engine runs the trials, and with what (each engine's own behaviour is tested in
+    test_population_search.py and test_workers.py)."""
+    import autoinit._search as search_module
+
+    calls = []
+    for engine in ("optimize_here", "optimize_population", "optimize_in_workers"):
+        monkeypatch.setattr(search_module, engine,
+                            lambda *args, engine=engine: calls.append((engine, args)))  # fmt: skip
+
+    def callback(study, trial):
+        pass
+
+    def engine_of(name, **options):
+        calls.clear()
+        study = search(tiny_mlp(8, 3), blobs, storage=storage_url, study_name=name, n_trials=5,
+                       timeout=60.0, callbacks=[callback], **UNQUEUED, **options)  # fmt: skip
+        (engine, args), = calls
+        assert args[0] is study
+        return engine, args[2:]
+
+    assert engine_of("one") == ("optimize_here", (5, 60.0, [callback]))
+    assert engine_of("two", population=2) == ("optimize_population", (5, 60.0, [callback], 2))
+    assert engine_of("auto", population="auto") == (
+        "optimize_population", (5, 60.0, [callback], 4))  # fmt: skip
+    engine, args = engine_of("jobs", n_jobs=2, population="auto")  # workers: one at a time
+    assert engine == "optimize_in_workers" and args[0].n_jobs == 2 and args[1] == [callback]
+
+
+def test_the_search_trains_with_its_own_guard(blobs, storage_url):
+    from autoinit import records
+
+    strict = search(tiny_mlp(8, 3), blobs, n_trials=2, storage=storage_url, study_name="strict",
+                    guard={"max_grad_norm": 1e-9}, **UNQUEUED, **FAST)  # fmt: skip
+    for trial in strict.trials:
+        assert trial.user_attrs[records.PRUNE_KIND] == "exploding", trial.user_attrs
+        assert "> 1e-09" in trial.user_attrs[records.PRUNE_REASON]
+    # guard=False: only non-finite losses stop a trial, and there is no symmetry check, so
+    # zero weights (whose gradients vanish) train to the end.
+    off = search(tiny_mlp(8, 3), blobs, n_trials=1, storage=storage_url, study_name="off",
+                 guard=False, inits=["zeros"], activations=["relu"], prescreen=False, **FAST)
+    assert off.trials[0].state == optuna.trial.TrialState.COMPLETE, off.trials[0].user_attrs
+    on = search(tiny_mlp(8, 3), blobs, n_trials=1, storage=storage_url, study_name="on",
+                inits=["zeros"], activations=["relu"], prescreen=False, **FAST)
+    assert on.trials[0].state == optuna.trial.TrialState.PRUNED
+
+
 def test_deep_relu_with_normal_init_is_pruned_within_two_steps(storage_url):
     x, y = toy_classification(n=200, features=16, classes=4)
     study = search(mlp_factory(16, 4, depth=20), (x, y), n_trials=2, storage=storage_url,
