@@ -152,6 +152,7 @@ MODULES: dict[str, Target] = {
                "tests/test_racing.py::test_the_confirmation_guards_even_when_the_search_did_not",
                *_bugs(
                    "test_a_completed_twin_is_reused_not_retrained",
+                   "test_a_complete_twin_after_one_the_pruner_stopped_is_reused",
                    "test_a_twin_still_running_elsewhere_is_not_reused_but_a_finished_one_is",
                    "test_a_twin_stopped_by_the_pruner_is_retrained",
                    "test_a_diverged_twin_is_reused_with_its_reason",

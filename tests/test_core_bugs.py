@@ -91,6 +91,22 @@ def test_a_twin_still_running_elsewhere_is_not_reused_but_a_finished_one_is():
     assert twin is not None and twin.number == running.number and twin.value == 0.25
 
 
+def test_a_complete_twin_after_one_the_pruner_stopped_is_reused():
+    """Trial 0 was stopped by the pruner (a verdict about the others), trial 1 then trained the
+    same config in full: trial 2 reuses trial 1, looking past trial 0."""
+    finished_twin = core("search")._finished_twin
+    study = optuna.create_study()
+    params = {"init": "orthogonal", "activation": "tanh"}
+    for _ in range(3):
+        study.enqueue_trial(params)
+    pruned = study.ask()
+    pruned.set_user_attr(records.PRUNE_KIND, "pruner")
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    study.tell(study.ask(), 0.25)
+    twin = finished_twin(study.ask())
+    assert twin is not None and twin.number == 1 and twin.value == 0.25
+
+
 def test_a_completed_twin_is_reused_not_retrained(blobs, small_mlp, storage_url):
     study = search(small_mlp, blobs, n_trials=2, storage=storage_url, **TANH, **FAST)
     first, twin = study.trials

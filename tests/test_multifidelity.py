@@ -131,6 +131,27 @@ def test_a_class_too_rare_for_its_share_keeps_one_row_of_the_subsample():
     assert int(rows[-1]) == 9_999  # the rare class's row, in file order
 
 
+def test_a_dataloader_is_searched_whole(storage_url):
+    """Data read batch by batch from the user's loader is never subsampled, whatever
+    ``search_rows`` says."""
+    from torch.utils.data import DataLoader, Dataset
+
+    x, y = toy_classification(n=300, features=4, classes=2)
+
+    class Rows(Dataset):
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return x[i], y[i]
+
+    loader = DataLoader(Rows(), batch_size=32)
+    study = search(tiny_mlp(4, 2), loader, loader, n_trials=1, epochs=1, search_rows=100,
+                   storage=storage_url, prescreen=False)  # fmt: skip
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert "search_rows" not in study.user_attrs["budget"]
+
+
 def test_only_in_memory_data_can_be_subsampled():
     from torch.utils.data import DataLoader, Dataset
 

@@ -118,7 +118,7 @@ def test_the_search_runs_trials_one_by_one_in_populations_or_in_workers_as_asked
         study = search(tiny_mlp(8, 3), blobs, storage=storage_url, study_name=name, n_trials=5,
                        timeout=60.0, callbacks=[callback], **UNQUEUED, **options)  # fmt: skip
         (engine, args), = calls
-        assert args[0] is study
+        assert args[0] is study and isinstance(args[1], search_module.Objective)
         return engine, args[2:]
 
     assert engine_of("one") == ("optimize_here", (5, 60.0, [callback]))
@@ -145,6 +145,48 @@ def test_the_search_trains_with_its_own_guard(blobs, storage_url):
     on = search(tiny_mlp(8, 3), blobs, n_trials=1, storage=storage_url, study_name="on",
                 inits=["zeros"], activations=["relu"], prescreen=False, **FAST)
     assert on.trials[0].state == optuna.trial.TrialState.PRUNED
+
+
+def test_a_sampled_config_whose_probe_collapses_stops_at_step_0(storage_url):
+    """With no room left in the budget for the pre-screen's trials, a collapsed config the
+    sampler draws is stopped by its own probe before training; without the pre-screen it
+    trains until the guard stops it."""
+    from autoinit import records
+
+    x, y = toy_classification(n=200, features=16, classes=4)
+    for prescreen, kind in ((True, "prescreen"), (False, "vanishing")):
+        # 24 ReLU layers at PyTorch's default init: the gradient vanishes from the first step
+        study = search(mlp_factory(16, 4, depth=24, width=16), (x, y), n_trials=1,
+                       storage=storage_url, study_name=f"probe-{prescreen}", inits=["default"],
+                       activations=["relu"], prescreen=prescreen, **FAST)  # fmt: skip
+        (trial,) = study.trials
+        assert trial.user_attrs[records.PRUNE_KIND] == kind, trial.user_attrs
+        assert (trial.user_attrs[records.STEPS] == 0) is prescreen
+
+
+def test_a_trial_builds_and_trains_with_the_seed_it_is_given(blobs, storage_url):
+    from autoinit._apply import build
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+    from autoinit.train import fit
+
+    options = SearchOptions(n_trials=1, max_steps=5, storage=storage_url, prescreen=False)
+    objective = prepare_search(tiny_mlp(8, 3), blobs, None, options).objective
+    config = Config("kaiming_normal", "relu")
+    model, _, stop = objective.start(config, 5, guard={})
+    expected = build(tiny_mlp(8, 3), config, seed=5)
+    assert stop is None
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 expected.state_dict().values()))  # fmt: skip
+    result = objective.attempt(config, 5, guard={})
+    alone = fit(build(tiny_mlp(8, 3), config, seed=5), objective.data, objective.budget, seed=5)
+    assert result.value == alone.value  # the batches drawn with the same seed too
+
+
+def test_a_time_limit_alone_is_a_budget(blobs, storage_url):
+    study = search(tiny_mlp(8, 3), blobs, n_trials=2, storage=storage_url, epochs=None,
+                   trial_time_limit=0.5, **UNQUEUED)  # fmt: skip
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
 
 
 def test_deep_relu_with_normal_init_is_pruned_within_two_steps(storage_url):
@@ -182,6 +224,7 @@ def test_stored_study_has_telemetry_and_metadata(blobs, small_mlp, storage_url):
         assert key in attrs, key
     assert attrs["metric_name"] == "accuracy" and 0 <= attrs["metric"] <= 1
     assert len(attrs["loss_curve"]) == attrs["steps"]
+    assert attrs["seed"] == FAST["seed"]  # the study's seed: every trial trains with it
     meta = stored.user_attrs
     assert meta["autoinit_version"] and meta["task"] == "classification"
     assert "MLP" in meta["model"] and meta["budget"]["epochs"] == 2
