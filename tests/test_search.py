@@ -1,5 +1,6 @@
 """search(): the one core path. Baselines, resumption, guard pruning, telemetry, metadata."""
 
+import dataclasses
 import os
 import re
 
@@ -187,6 +188,56 @@ def test_a_time_limit_alone_is_a_budget(blobs, storage_url):
     study = search(tiny_mlp(8, 3), blobs, n_trials=2, storage=storage_url, epochs=None,
                    trial_time_limit=0.5, **UNQUEUED)  # fmt: skip
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def _cross_entropy(output, target):
+    return torch.nn.functional.cross_entropy(output, target)
+
+
+def test_prepare_search_builds_the_trials_and_the_study_from_every_option(blobs, storage_url):
+    """Each option reaches what it sets: the budget, the split, the loss, the guard, the
+    sampler, the pre-screen and the study's record (search() passing them on is tested in
+    test_core_bugs.py)."""
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+    from autoinit.train import Budget, prepare_data
+
+    options = SearchOptions(
+        n_trials=1, epochs=5, max_steps=7, trial_time_limit=30.0, batch_size=16,
+        optimizer="sgd", lr=0.05, loss_fn=_cross_entropy, storage=storage_url, seed=3,
+        val_fraction=0.3, guard={"max_grad_norm": 5.0}, prescreen=False, device="cpu",
+        inits=("orthogonal", "xavier_normal"), activations=("elu",),
+    )  # fmt: skip
+    info = {"file": "blobs.csv", "sha256": "abcdef0123456789"}
+    run = prepare_search(tiny_mlp(8, 3), blobs, None, options, data_info=info)
+    objective = run.objective
+    assert objective.budget == Budget(5, 7, 30.0, 16, "sgd", 0.05)
+    assert objective.data.loss_fn is _cross_entropy and objective.data.batch_size == 16
+    expected = prepare_data(blobs, batch_size=16, val_fraction=0.3, seed=3)
+    assert torch.equal(objective.data.val[0], expected.val[0])  # the same split: 30%, seed 3
+    assert objective.guard == {"max_grad_norm": 5.0} and objective.prescreen is False
+    assert objective.seed == 3
+    assert isinstance(run.study.sampler, optuna.samplers.TPESampler)
+    attrs = run.study.user_attrs
+    assert attrs["data"] == info and attrs["data_fingerprint"] == "abcdef012345"
+    assert attrs["budget"] == {**Budget(5, 7, 30.0, 16, "sgd", 0.05).to_dict(), "seed": 3}
+    assert attrs["space"] == {"inits": ["orthogonal", "xavier_normal"], "activations": ["elu"]}
+    # guard=True is the default rules; a sampler given is kept, on a resumed study too
+    run.optimize()
+    sampler = optuna.samplers.RandomSampler(seed=1)
+    again = prepare_search(tiny_mlp(8, 3), blobs, None, dataclasses.replace(
+        options, guard=True, sampler=sampler, prescreen=True), data_info=info)  # fmt: skip
+    assert again.objective.guard == {} and again.objective.prescreen is True
+    assert again.study.sampler is sampler
+    plain = prepare_search(tiny_mlp(8, 3), blobs, None, SearchOptions(
+        n_trials=1, storage=storage_url, study_name="plain"))  # fmt: skip
+    assert plain.study.user_attrs["data"] == {"description": plain.objective.data.describe()}
+
+
+def test_one_job_needs_neither_a_database_nor_a_picklable_model(blobs):
+    study = search(lambda: tiny_mlp(8, 3)(), blobs, n_trials=1, epochs=1, n_jobs=1,
+                   storage=optuna.storages.InMemoryStorage(), **UNQUEUED)  # fmt: skip
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
 
 
 def test_deep_relu_with_normal_init_is_pruned_within_two_steps(storage_url):
