@@ -323,7 +323,11 @@ def test_a_confirmation_where_every_config_diverges_stores_and_raises_why(
     assert rec.config is None and rec.ranking and rec.seeds == (1000, 1001)
     assert rec.reason == all_diverged_reason(rec.ranking) and str(raised.value) == rec.reason
     assert all(math.isinf(v) for r in rec.ranking for v in r.values)
-    assert all(len(r.values) == (1 if race else 2) for r in rec.ranking)
+    # The first round trains both seeds together, so both are run and reported, race or not;
+    # the race then drops every config for diverging.
+    assert all(r.seeds == (1000, 1001) and len(r.values) == 2 for r in rec.ranking)
+    dropped = "out after seed 2: it diverged" if race else None
+    assert all(r.dropped == dropped for r in rec.ranking)
     stored = optuna.load_study(study_name=run.study.study_name, storage=storage_url)
     assert stored.user_attrs[records.STUDY_RECOMMENDATION]["config"] is None
     assert stored.user_attrs[records.STUDY_RECOMMENDATION]["reason"] == rec.reason
