@@ -272,3 +272,17 @@ def test_a_round_together_hides_only_the_fallback_warning(blobs, storage_url):
     assert not any("train one after another" in str(w.message) for w in caught)
     own = [w for w in caught if "the user's own model" in str(w.message)]
     assert len(own) >= 2 * 20  # every training step's, not only those before the round
+
+
+def test_a_round_where_every_run_stops_before_training_counts_each_as_diverged(
+    blobs, storage_url
+):
+    """Zero weights are stopped as symmetric before their first step: when every run of a
+    batched round stops so, nothing is trained and each still counts as a diverged seed."""
+    objective = _objective(blobs, storage_url)
+    configs = [Config("zeros", "relu"), Config("zeros", "tanh")]
+    ranked = _race(objective, configs, SEEDS, race=True, together=True)
+    for r in ranked:
+        assert r.seeds == SEEDS[:2] and r.values == (math.inf, math.inf)
+        assert all("symmetric" in stop for stop in r.stops)
+        assert r.dropped == "out after seed 2: it diverged"
