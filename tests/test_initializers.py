@@ -314,6 +314,7 @@ def test_lsuv_gives_every_layer_unit_output_variance_on_the_batch(activation):
     assert all(abs(v - 1) <= LSUV_TOLERANCE for v in variances), variances
 
 
+@pytest.mark.filterwarnings("ignore:.*has no activation module")  # no activation to swap
 def test_lsuv_covers_conv_and_the_input_weights_of_recurrent_layers():
     from autoinit.data_init import LSUV_TOLERANCE
 
@@ -337,6 +338,7 @@ def test_lsuv_covers_conv_and_the_input_weights_of_recurrent_layers():
     assert abs(_layer_variances(seq, xs)[0] - 1) <= LSUV_TOLERANCE  # x W_ih^T
 
 
+@pytest.mark.filterwarnings("ignore:.*has no activation module")  # no activation to swap
 def test_lsuv_processes_layers_in_call_order_not_registration_order():
     from autoinit.data_init import LSUV_TOLERANCE
 
