@@ -177,8 +177,9 @@ MODULES: dict[str, Target] = {
     ),
 }
 
+KILLED = ("killed", "caught by type check")  # what --retest keeps
 # --resume keeps every decided result; mutmut tests the mutants not checked (and timeouts).
-RESUMED = ("killed", "caught by type check", "survived", "no tests", "suspicious", "segfault")
+RESUMED = (*KILLED, "survived", "no tests", "suspicious", "segfault")
 NOT_KILLED = ("survived", "no tests", "timeout", "suspicious", "segfault", "not checked")
 
 
@@ -405,7 +406,7 @@ def results(scratch: Path, files: list[str]) -> dict[str, str]:
 
 
 def killed_before(
-    scratch: Path, files: list[str], keep: tuple[str, ...] = ("killed", "caught by type check")
+    scratch: Path, files: list[str], keep: tuple[str, ...] = KILLED
 ) -> dict[str, dict]:
     """The last run's records of ``files`` in ``scratch``, with only the results in ``keep``
     kept (default: the kills): mutmut then tests the rest again (and, from the function hashes,
@@ -469,8 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         kept = {}
         if args.retest or args.resume:
-            keep = RESUMED if args.resume else ("killed", "caught by type check")
-            kept = killed_before(args.workdir / name, files, keep)
+            kept = killed_before(args.workdir / name, files, RESUMED if args.resume else KILLED)
         scratch = prepare(name, target, args.workdir, source)
         restore(scratch, kept)
         broken: list[str] = []

@@ -131,12 +131,10 @@ def test_a_class_too_rare_for_its_share_keeps_one_row_of_the_subsample():
     assert int(rows[-1]) == 9_999  # the rare class's row, in file order
 
 
-def test_a_dataloader_is_searched_whole(storage_url):
-    """Data read batch by batch from the user's loader is never subsampled, whatever
-    ``search_rows`` says."""
+def _streamed(x: torch.Tensor, y: torch.Tensor):
+    """A DataLoader over a dataset that is not a TensorDataset: read batch by batch, never held
+    in memory."""
     from torch.utils.data import DataLoader, Dataset
-
-    x, y = toy_classification(n=300, features=4, classes=2)
 
     class Rows(Dataset):
         def __len__(self):
@@ -145,7 +143,13 @@ def test_a_dataloader_is_searched_whole(storage_url):
         def __getitem__(self, i):
             return x[i], y[i]
 
-    loader = DataLoader(Rows(), batch_size=32)
+    return DataLoader(Rows(), batch_size=32)
+
+
+def test_a_dataloader_is_searched_whole(storage_url):
+    """Data read batch by batch from the user's loader is never subsampled, whatever
+    ``search_rows`` says."""
+    loader = _streamed(*toy_classification(n=300, features=4, classes=2))
     study = search(tiny_mlp(4, 2), loader, loader, n_trials=1, epochs=1, search_rows=100,
                    storage=storage_url, prescreen=False)  # fmt: skip
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
@@ -153,18 +157,7 @@ def test_a_dataloader_is_searched_whole(storage_url):
 
 
 def test_only_in_memory_data_can_be_subsampled():
-    from torch.utils.data import DataLoader, Dataset
-
-    x, y = toy_regression(n=200, features=4)
-
-    class Rows(Dataset):  # not a TensorDataset: read batch by batch, never held in memory
-        def __len__(self):
-            return len(x)
-
-        def __getitem__(self, i):
-            return x[i], y[i]
-
-    loader = DataLoader(Rows(), batch_size=32)
+    loader = _streamed(*toy_regression(n=200, features=4))
     data = prepare_data(loader, loader, seed=0)
     with pytest.raises(ValueError, match=r"^only in-memory data can be subsampled\.$"):
         subsample_rows(data, 100, seed=0)
