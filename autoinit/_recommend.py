@@ -242,18 +242,21 @@ def _train_together(objective: Objective, runs: list[tuple[Config, int]]) -> lis
     the population's warning: nothing is lost but the speed-up.
     """
     guard = objective.guard or {}
-    started = [objective.start(config, seed, guard=guard) for config, seed in runs]
-    ready = [(model, seed) for (model, _, stop), (_, seed) in zip(started, runs) if stop is None]
-    results: list[RunResult] = []
+    # Members of one activation side by side: the batched model runs each activation on one
+    # slice of rows instead of gathering them (see ``population._stack._Elementwise``).
+    order = sorted(range(len(runs)), key=lambda i: runs[i][0].activation_key)
+    started = {i: objective.start(*runs[i], guard=guard) for i in order}
+    ready = [i for i in order if started[i][2] is None]
+    results: dict[int, RunResult] = {}
     if ready:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"the \d+ members train one after another")
-            results = list(train_population([m for m, _ in ready], objective.data,
-                                            objective.budget, seeds=[s for _, s in ready],
-                                            guard=guard))  # fmt: skip
-    trained = iter(results)
-    return [_outcome(next(trained)) if stop is None else (math.inf, None, stop.reason)
-            for _, _, stop in started]  # fmt: skip
+            trained = train_population([started[i][0] for i in ready], objective.data,
+                                       objective.budget, seeds=[runs[i][1] for i in ready],
+                                       guard=guard)  # fmt: skip
+        results = dict(zip(ready, trained))
+    return [_outcome(results[i]) if i in results else (math.inf, None, started[i][2].reason)
+            for i in range(len(runs))]  # fmt: skip
 
 
 def _outcome(result: RunResult) -> Outcome:

@@ -206,13 +206,12 @@ def _alone(study, objective, trial, tell):  # type: ignore[no-untyped-def]
 
 
 def _groups(members: list[_Member]) -> list[list[_Member]]:
-    """All members in one group when they differ only in activations on the ``bmm`` engine (the
-    built-in MLP); else members of one activation (and slope) together, in order of their first
-    member."""
+    """All members in one group, ordered by activation, when they differ only in activations on
+    the ``bmm`` engine (the built-in MLP); else members of one activation (and slope) together,
+    in order of their first member."""
     if one_bmm_structure([m.model for m in members if m.model is not None]):
-        return [members]
-    groups: dict[tuple[str, float | None], list[_Member]] = {}
+        return [sorted(members, key=lambda m: m.config.activation_key)]
+    groups: dict[tuple[str, float], list[_Member]] = {}
     for member in members:
-        key = (member.config.activation, member.config.leaky_slope)
-        groups.setdefault(key, []).append(member)
+        groups.setdefault(member.config.activation_key, []).append(member)
     return list(groups.values())

@@ -46,6 +46,12 @@ class Config:
             act = f"{act}({self.leaky_slope:.3g})"
         return f"{self.init} + {act}"
 
+    @property
+    def activation_key(self) -> tuple[str, float]:
+        """The activation and its slope: what the model's modules depend on (an init only
+        changes the starting weights), so configs of one key batch without regrouping."""
+        return self.activation, self.leaky_slope or 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -453,22 +453,57 @@ MIXED = [Config("kaiming_normal", "relu"), Config("xavier_uniform", "tanh"),
          Config("lecun_normal", "selu")]  # fmt: skip
 
 
+@pytest.mark.parametrize("side_by_side", [False, True], ids=["interleaved", "side-by-side"])
 @pytest.mark.parametrize("own_orders", [False, True], ids=["shared-order", "own-order"])
-def test_mlp_members_of_different_activations_batch_on_bmm_and_match(mlp_data, own_orders):
-    """The confirmation's race trains configs of several activations as one bmm model."""
-    models = [build(tiny_mlp(8, 3, depth=3, width=16), c, seed=i) for i, c in enumerate(MIXED)]
+def test_mlp_members_of_different_activations_batch_on_bmm_and_match(mlp_data, own_orders,
+                                                                    side_by_side):  # fmt: skip
+    """The confirmation's race trains configs of several activations as one bmm model, its
+    members interleaved (rows gathered per activation) or side by side (slices of rows)."""
+    configs = sorted(MIXED, key=lambda c: c.activation_key) if side_by_side else MIXED
+    models = [build(tiny_mlp(8, 3, depth=3, width=16), c, seed=i) for i, c in enumerate(configs)]
+    tanh = configs.index(MIXED[1])
     with torch.no_grad():  # the tanh member explodes at step 0 and leaves the group
-        for p in models[1].parameters():
+        for p in models[tanh].parameters():
             p.mul_(1e3)
     seeds = [0, 1, 2, 3, 4] if own_orders else 7
     budget = Budget(epochs=2)
     assert can_batch(models, next(mlp_data.val_batches())[0]) == (True, "bmm")
     results = train_population(_copies(models), mlp_data, budget, seeds=seeds)
     assert [r.engine for r in results] == ["bmm"] * 5
-    assert [r.kind for r in results] == [None, "exploding", None, None, None]
+    assert [r.kind for r in results] == [None if i != tanh else "exploding" for i in range(5)]
     per_member = seeds if own_orders else [7] * 5
     for batched, sequential in zip(results, _sequential(models, mlp_data, budget, per_member)):
         _assert_matches(batched, sequential)
+
+
+def test_an_activation_position_slices_side_by_side_members_and_gathers_interleaved_ones():
+    """The two ways of running several activations on the stacked rows give the same values
+    and gradients; side by side (each activation one run of rows) takes slices."""
+    from autoinit.population._stack import _Elementwise
+
+    def outputs(kinds):
+        layer = _Elementwise([kind() for kind in kinds])
+        h = torch.randn(len(kinds), 5, 4, generator=torch.Generator().manual_seed(0))
+        h.requires_grad_(True)
+        out = layer(h, len(kinds))
+        (out * torch.arange(out.numel()).reshape(out.shape)).sum().backward()
+        return layer, out.detach(), h.grad
+
+    side, out, grad = outputs([nn.ReLU, nn.ReLU, nn.Tanh, nn.SELU])
+    assert [rows for _, rows in side.runs] == [[0, 1], [2], [3]]
+    mixed, out_mixed, grad_mixed = outputs([nn.ReLU, nn.Tanh, nn.ReLU, nn.SELU])
+    assert mixed.runs == []  # ReLU's rows 0 and 2 are not one run: gathered
+    assert side.keep([0, 2, 3]).runs and not mixed.keep([0, 1, 2]).runs
+    for row, (kind, row_mixed) in enumerate([(nn.ReLU, 0), (nn.ReLU, 2), (nn.Tanh, 1),
+                                              (nn.SELU, 3)]):  # fmt: skip
+        h = torch.randn(4, 5, 4, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(out[row], kind()(h[row]))
+        assert torch.equal(out_mixed[row_mixed], kind()(h[row_mixed]))
+        assert torch.isfinite(grad[row]).all() and torch.isfinite(grad_mixed[row_mixed]).all()
+    weights = torch.arange(out.numel()).reshape(out.shape).float()
+    h = torch.randn(4, 5, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    (nn.Tanh()(h[2]) * weights[2]).sum().backward()
+    assert torch.allclose(grad[2], h.grad[2])
 
 
 def test_members_with_different_activations_cannot_batch_outside_bmm(mlp_data, cnn_data):

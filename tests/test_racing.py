@@ -159,9 +159,10 @@ def test_a_race_trained_together_gives_the_race_trained_one_by_one(blobs, storag
     options = SearchOptions(n_trials=1, max_steps=30, storage=storage_url, prescreen=False)
     objective = prepare_search(tiny_mlp(8, 3, depth=3, width=16), blobs, None, options).objective
     one_by_one = _race(objective, configs, SEEDS, race=True, together=False)
-    engines, rounds = [], []
+    engines, rounds, activations = [], [], []
     with monkeypatch.context() as patch:  # a spy: the rounds really train batched
         def spy(models, *args, seeds, **kwargs):
+            activations.append([repr(model[1]) for model in models])  # before training
             results = train_population(models, *args, seeds=seeds, **kwargs)
             engines.append({r.engine for r in results})
             rounds.append(list(seeds))
@@ -172,7 +173,13 @@ def test_a_race_trained_together_gives_the_race_trained_one_by_one(blobs, storag
     assert engines and all(e == {"bmm"} for e in engines)
     # The first round trains the 4 configs that start on the first two seeds at once (the
     # zeros config stops as symmetric before training); each later round one seed.
-    assert rounds[0] == [1000] * 4 + [1001] * 4
+    assert sorted(rounds[0]) == [1000] * 4 + [1001] * 4
+    # Members of one activation side by side (each activation then runs on one slice of rows):
+    # ReLU's four runs (two configs, two seeds), tanh's two and Leaky ReLU's two.
+    first = activations[0]
+    assert sorted(first.count(kind) for kind in set(first)) == [2, 2, 4]
+    assert all(first[first.index(kind) : first.index(kind) + first.count(kind)] ==
+               [kind] * first.count(kind) for kind in first)  # fmt: skip
     assert all(set(r) == {1002} for r in rounds[1:]) and len(rounds) <= 2
     assert [r.config for r in together] == configs
     for batched, alone in zip(together[:-1], one_by_one):
@@ -209,7 +216,7 @@ def test_without_the_race_every_seed_trains_in_one_round(blobs, storage_url, mon
 
         patch.setattr(recommend_module, "train_population", spy)
         together = _race(objective, configs, SEEDS, race=False, together=True)
-    assert rounds == [[1000, 1000, 1001, 1001, 1002, 1002]]
+    assert rounds == [[1000, 1001, 1002] * 2]  # one round: ReLU's three seeds, then tanh's
     one_by_one = _race(objective, configs, SEEDS, race=False, together=False)
     for batched, alone in zip(together, one_by_one):
         assert batched.seeds == alone.seeds == SEEDS
