@@ -246,17 +246,17 @@ def _train_together(objective: Objective, runs: list[tuple[Config, int]]) -> lis
     # slice of rows instead of gathering them (see ``population._stack._Elementwise``).
     order = sorted(range(len(runs)), key=lambda i: runs[i][0].activation_key)
     started = {i: objective.start(*runs[i], guard=guard) for i in order}
-    ready = [i for i in order if started[i][2] is None]
-    results: dict[int, RunResult] = {}
+    outcomes: dict[int, Outcome] = {i: (math.inf, None, stop.reason)
+                                    for i, (_, _, stop) in started.items() if stop is not None}
+    ready = [i for i in order if i not in outcomes]
     if ready:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"the \d+ members train one after another")
             trained = train_population([started[i][0] for i in ready], objective.data,
                                        objective.budget, seeds=[runs[i][1] for i in ready],
                                        guard=guard)  # fmt: skip
-        results = dict(zip(ready, trained))
-    return [_outcome(results[i]) if i in results else (math.inf, None, started[i][2].reason)
-            for i in range(len(runs))]  # fmt: skip
+        outcomes.update((i, _outcome(result)) for i, result in zip(ready, trained))
+    return [outcomes[i] for i in range(len(runs))]
 
 
 def _outcome(result: RunResult) -> Outcome:
