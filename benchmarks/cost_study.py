@@ -25,9 +25,12 @@ Two experiments, each printing a table and writing JSON next to the other result
     over several sampler seeds) gives its top 3; those and PyTorch's default are trained on the
     3 confirmation seeds (cached), and the race is replayed on that table with the real
     ``_race``: with the spread pooled over the race (today's rule), with each pair's own
-    spread (the paired t-test of the session before), and with only the search's top 2 or top
-    1 against the default (``top_k``). Cost: the confirmation's runs, in FTE;
-    quality: the pick's metric over all 3 seeds, and whether it is the full confirmation's pick.
+    spread (the paired t-test of the session before), with only the search's top 2 or top
+    1 against the default (``top_k``), and with the search's own full-budget run of each config
+    as the race's first seed, followed by 2 or 3 fresh seeds (``search_block_2``/``_3``: free
+    runs, but the candidates' are the ones the search selected them on). Cost: the
+    confirmation's runs, in FTE; quality: the pick's metric over the 3 confirmation seeds, and
+    whether it is the full confirmation's pick.
 
 ``python -m benchmarks.cost_study rounds --rows 5000``
     The race's first round: four configs on two seeds as one batched model of 8 members,
@@ -306,7 +309,7 @@ def replay(
         config = Config.from_dict(t.params)
         if config not in top:
             top.append(config)
-    return {"fte": spent / full_steps, "top": top[:3], **outcome}
+    return {"fte": spent / full_steps, "top": top[:3], "completed": top, **outcome}
 
 
 def _twin(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
@@ -369,7 +372,7 @@ def pruners_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_
             for seed in sampler_seeds:
                 result = replay(objective, table, make(), n_trials, seed)
                 pick, metric = confirmed(table, result["top"])
-                runs.append({**{k: v for k, v in result.items() if k != "top"},
+                runs.append({**{k: v for k, v in result.items() if k not in ("top", "completed")},
                              "top": [c.label for c in result["top"]], "pick": pick.label,
                              "metric": metric})  # fmt: skip
             rows_out[label] = {
@@ -408,9 +411,16 @@ class _Replayed:
         return dataclasses.replace(run, stop=None)
 
 
-def race_replay(table: Table, candidates: Sequence[Config], pooled: bool) -> dict[str, Any]:
+def race_replay(table: Table, candidates: Sequence[Config], pooled: bool,
+                searched: Sequence[Config] | None = None,
+                fresh: int = 3) -> dict[str, Any]:  # fmt: skip
     """The racing confirmation of ``candidates`` and the default, replayed on ``table``:
-    its pick, the pick's metric over all 3 seeds, and the runs it cost."""
+    its pick, the pick's metric over all 3 seeds, and the runs it cost.
+
+    ``searched``, the configs the search trained in full: the race's first seed is then the
+    search's own run (the study's seed, on the same rows), free for those configs, followed by
+    ``fresh`` confirmation seeds. The pick's metric is still over the 3 confirmation seeds.
+    """
     from unittest import mock
 
     import autoinit._recommend as recommend_module
@@ -422,13 +432,17 @@ def race_replay(table: Table, candidates: Sequence[Config], pooled: bool) -> dic
         return pooled_spread(rows) if len(rows) == 2 else (None, None)
 
     own_spread = mock.patch.object(recommend_module, "_residual_spread", pair_only)
+    own = table.objective.seed
+    seeds = CONFIRM_SEEDS if searched is None else (own, *CONFIRM_SEEDS[:fresh])
     with own_spread if not pooled else contextlib.nullcontext():
-        ranked = recommend_module._race(_Replayed(table), configs, CONFIRM_SEEDS, race=True)  # type: ignore[arg-type]
+        ranked = recommend_module._race(_Replayed(table), configs, seeds, race=True)  # type: ignore[arg-type]
     best = recommend_module._rank(ranked)[0]
     runs = [table.get(best.config, s) for s in CONFIRM_SEEDS]
     finite = all(r.stop is None and math.isfinite(r.value) for r in runs)
     metric = statistics.fmean(r.metric for r in runs) if finite else math.nan
-    return {"pick": best.config.label, "metric": metric, "runs": sum(len(r.values) for r in ranked)}
+    free = set(searched or ())
+    paid = sum(s != own or r.config not in free for r in ranked for s in r.seeds)
+    return {"pick": best.config.label, "metric": metric, "runs": paid}
 
 
 def races_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_trials: int,
@@ -443,7 +457,8 @@ def races_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_tr
         runs = []
         for seed in sampler_seeds:
             pruner = studies.default_pruner(spe * epochs, spe)
-            top = replay(objective, table, pruner, n_trials, seed)["top"]
+            searched = replay(objective, table, pruner, n_trials, seed)
+            top = searched["top"]
             full_pick, full_metric = confirmed(table, top)
             runs.append({"top": [c.label for c in top], "full": {
                 "pick": full_pick.label, "metric": full_metric,
@@ -451,10 +466,14 @@ def races_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_tr
                 "pooled": race_replay(table, top, pooled=True),
                 "paired": race_replay(table, top, pooled=False),
                 **{f"pooled_top{k}": race_replay(table, top[:k], pooled=True) for k in (1, 2)},
+                **{f"search_block_{n}": race_replay(table, top, pooled=True, fresh=n,
+                                                    searched=searched["completed"])
+                   for n in (2, 3)},
             })  # fmt: skip
             table.save()
         summary = {}
-        for rule in ("full", "paired", "pooled", "pooled_top2", "pooled_top1"):
+        for rule in ("full", "paired", "pooled", "pooled_top2", "pooled_top1", "search_block_2",
+                     "search_block_3"):  # fmt: skip
             metrics = [r[rule]["metric"] for r in runs]
             summary[rule] = {
                 "confirm_fte_mean": statistics.fmean(r[rule]["runs"] for r in runs),

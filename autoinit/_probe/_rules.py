@@ -9,8 +9,9 @@ the order they are asked:
 - :class:`GuardAtStepZero`: the divergence guard's own rules on the probe's pass, read as a
   training step 0 (its loss bound, gradient-norm bound and depth ratio): a config the guard
   would stop at its first step is not trained either;
-- :class:`SignalRatio`: the last layer's output std over the first's beyond 1e±4
-  (``exploding`` / ``vanishing``);
+- :class:`SignalRatio`: the last layer's output std over the first's above 1e4 (``exploding``)
+  or below 1e-6 (``vanishing``: a shrunk signal whose gradient still reaches the first layer
+  trains under Adam; PyTorch's default init + GELU/SiLU over 8 layers is at 4e-5);
 - :class:`GradientRatio`: the first layer's gradient RMS over the last's beyond 1e±4;
 - :class:`DeadUnits`: over 90% of a hidden layer's units output zero for the whole batch
   (``dead``);
@@ -32,6 +33,7 @@ from autoinit._probe._stats import ProbeStats
 from autoinit.monitor import Rule, Stop, default_rules
 
 MAX_SIGNAL_RATIO = 1e4
+MAX_SIGNAL_SHRINK = 1e6  # measured: benchmarks/README.md, "The pre-screen's vanishing bound"
 MAX_GRADIENT_RATIO = 1e4
 MAX_DEAD = 0.9
 MAX_SATURATED = 0.9
@@ -110,14 +112,20 @@ class GuardAtStepZero(ProbeRule):
 
 
 class SignalRatio(ProbeRule):
-    """The last layer's output std over the first's beyond ``limit`` or below ``1 / limit``."""
+    """The last layer's output std over the first's beyond ``limit`` or below ``1 / shrink``.
 
-    def __init__(self, limit: float = MAX_SIGNAL_RATIO) -> None:
+    The bounds differ: a signal that grows 1e4 makes the loss explode, while one that shrinks
+    still trains under Adam as long as the gradient reaches the first layer
+    (:class:`GradientRatio` judges that); only a far smaller signal (tiny inits) is a collapse.
+    """
+
+    def __init__(self, limit: float = MAX_SIGNAL_RATIO, shrink: float = MAX_SIGNAL_SHRINK) -> None:
         self.limit = _limit("SignalRatio", limit)
+        self.shrink = _limit("SignalRatio", shrink)
 
     def check(self, stats: ProbeStats) -> Stop | None:
         log = stats.signal_log10
-        if log is None or abs(log) <= math.log10(self.limit):
+        if log is None or -math.log10(self.shrink) <= log <= math.log10(self.limit):
             return None
         if log > 0:
             return Stop("exploding", f"at step 0 the last layer's output std was "
@@ -182,6 +190,7 @@ class SaturatedUnits(ProbeRule):
 def default_probe_rules(
     *,
     max_signal_ratio: float = MAX_SIGNAL_RATIO,
+    max_signal_shrink: float = MAX_SIGNAL_SHRINK,
     max_gradient_ratio: float = MAX_GRADIENT_RATIO,
     max_dead: float = MAX_DEAD,
     max_saturated: float = MAX_SATURATED,
@@ -191,7 +200,7 @@ def default_probe_rules(
         ProbeNonFinite(),
         ProbeSymmetric(),
         GuardAtStepZero(),
-        SignalRatio(max_signal_ratio),
+        SignalRatio(max_signal_ratio, max_signal_shrink),
         GradientRatio(max_gradient_ratio),
         DeadUnits(max_dead),
         SaturatedUnits(max_saturated),
