@@ -362,7 +362,7 @@ def recommend(
     threads: int | None = None,
     val_fraction: float = 0.2,
     callbacks: Sequence[Callable] = (),
-    prescreen: bool = True,
+    prescreen: bool | str = True,
     population: int | str = 1,
     search_rows: int | None = DEFAULT_SEARCH_ROWS,
 ) -> Recommendation:

@@ -189,7 +189,7 @@ def search(
     threads: int | None = None,
     val_fraction: float = 0.2,
     callbacks: Sequence[Callable] = (),
-    prescreen: bool = True,
+    prescreen: bool | str = True,
     population: int | str = 1,
     search_rows: int | None = DEFAULT_SEARCH_ROWS,
 ) -> optuna.Study:
@@ -223,11 +223,12 @@ def search(
         threads: torch threads per worker; default 1 on the CPU.
         val_fraction: the share split off for validation when no ``val_loader`` is given.
         callbacks: Optuna callbacks, called in this process after each of its trials.
-        prescreen: probe every config of the space at step 0 before any training (one
-            forward and backward pass each, on one fixed training batch), add those whose
-            probe collapses as pruned trials (kind ``prescreen``, 0 steps; they count toward
-            ``n_trials``) and queue the best probed after the baselines. A sampled config
-            whose probe collapses is stopped at 0 steps too. False: train every config.
+        prescreen: each trial probes its model at step 0 (one forward and backward pass on
+            one fixed training batch) and a collapsed probe stops it at 0 steps (kind
+            ``prescreen``). ``"space"``: also probe every config of the space before any
+            training, add the collapsed as pruned trials (they count toward ``n_trials``, so
+            fewer trials train) and queue the best probed after the baselines. False: train
+            every config.
         population: trials trained together as one batched model: each round asks the
             sampler for this many trials and trains those of one activation as one model
             (:mod:`autoinit.population_search`). ``"auto"``: 4, or 1 with ``n_jobs > 1``;
@@ -345,8 +346,8 @@ def prepare_search(
     queue_baselines(study, baselines(inits, activations))
     batch = fixed_batch(data, o.seed)  # the same for every trial
     objective = Objective(model_fn, search_data, budget, inits, activations, o.seed, guard, batch,
-                          o.prescreen)  # fmt: skip
-    if o.prescreen:  # once per study, right after the baselines: probe the whole space
+                          o.prescreen is not False)  # fmt: skip
+    if o.prescreen == "space":  # once per study, right after the baselines
         prescreen_study(study, objective, n_trials=o.n_trials)
     return SearchRun(study, objective.with_data(data), o, device, search_objective=objective)
 

@@ -32,7 +32,7 @@ from autoinit.cli_output import (
     _result_text,
     _waiting_note,
 )
-from autoinit.errors import AutoinitError, NoRecommendation
+from autoinit.errors import AutoinitError, ConfigError, NoRecommendation
 from autoinit.recommendation import Recommendation
 from autoinit.study import display_url
 
@@ -232,7 +232,10 @@ def _given(*, population: int | str | None, search_rows: int | str | None, unset
 @click.option("--no-wait", is_flag=True,
               help="If another process is confirming this study, exit instead of waiting.")
 @click.option("--no-prescreen", is_flag=True,
-              help="Train every config: do not probe the space at step 0 and skip the collapsed.")
+              help="Train every config: no step-0 probe stops a collapsed one.")
+@click.option("--prescreen-space", is_flag=True,
+              help="Also probe the whole space before training and add its collapsed configs "
+                   "as trials: fewer trials train (cheaper, measured up to 0.011 less accurate).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @_user_errors
 def search(data_path: str, target: str | None, task: str, model: str | None,
@@ -241,7 +244,7 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
            activations: str | None,
            storage: str | None, study_name: str | None, jobs: int, population: int | str | None,
            search_rows: int | str | None, seeds: int, top_k: int,
-           device: str, seed: int, no_wait: bool, no_prescreen: bool,
+           device: str, seed: int, no_wait: bool, no_prescreen: bool, prescreen_space: bool,
            as_json: bool) -> None:  # fmt: skip
     """Search initializers x activations for a model on your data.
 
@@ -261,6 +264,7 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
     from autoinit.workers import resolve_device
 
     # Options fail before the data is read (a large file takes a while).
+    prescreen = _prescreen(no_prescreen, prescreen_space)
     resolve_space(_names(inits), _names(activations))
     if model is not None:
         if is_builtin(model):
@@ -281,7 +285,7 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
         n_trials=trials, timeout=timeout, epochs=epochs, inits=_tuple(inits),
         activations=check_activations(choice.name, _names(activations)), task=data.task,
         storage=storage_url, study_name=name, seed=seed, device=device, n_jobs=jobs,
-        prescreen=not no_prescreen,
+        prescreen=prescreen,
         **_given(population=population, search_rows=None if search_rows == "all" else search_rows,
                  unset=search_rows is None),
     )  # fmt: skip
@@ -324,6 +328,13 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
     finally:
         progress.finish()
     _print_result(run.study, rec, storage_url, as_json)
+
+
+def _prescreen(off: bool, space: bool) -> bool | str:
+    if off and space:
+        raise ConfigError("--no-prescreen and --prescreen-space contradict each other; "
+                          "give one of them.")  # fmt: skip
+    return "space" if space else not off
 
 
 def _tuple(names: str | None) -> tuple[str, ...] | None:

@@ -60,7 +60,9 @@ class SearchOptions:
     threads: int | None = None
     val_fraction: float = 0.2
     callbacks: tuple[Callable, ...] = ()
-    prescreen: bool = True
+    # True: each trial probes itself and a collapse stops it at 0 steps; "space": also the
+    # whole space up front, its collapsed configs added as trials (fewer trials trained)
+    prescreen: bool | str = True
     population: int | str = 1  # trials trained together as one batched model; "auto": 4
     search_rows: int | None = DEFAULT_SEARCH_ROWS  # None: search on every training row
 
@@ -71,8 +73,9 @@ class SearchOptions:
             _positive_int("threads", self.threads)
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}] but got {self.seed!r}.")
-        if not isinstance(self.prescreen, bool):
-            raise ConfigError(f"prescreen must be True or False but got {self.prescreen!r}.")
+        if not isinstance(self.prescreen, bool) and self.prescreen != "space":
+            raise ConfigError(f"prescreen must be True, False or 'space' but got "
+                              f"{self.prescreen!r}.")  # fmt: skip
         if self.population != "auto":
             if not isinstance(self.population, int) or isinstance(self.population, bool) or (
                     self.population < 1):  # fmt: skip

@@ -138,13 +138,18 @@ def _cost(run: Any, rec: Any) -> dict[str, Any]:
 
 
 def _probe_count(run: Any) -> int:
-    """The step-0 probes of the pre-screen: one per config of the probed space."""
+    """The step-0 probes of the pre-screen: one per trial that trained or was screened (not a
+    twin), and with ``prescreen="space"`` one per config of the space probed up front."""
     if not run.options.prescreen:
         return 0
     from autoinit._probe import probe_space
 
+    own = sum(records.PROBE in t.user_attrs and records.TRIAL_DUPLICATE_OF not in t.user_attrs
+              and records.PID in t.user_attrs for t in run.study.trials)  # fmt: skip
+    if run.options.prescreen != "space":
+        return own
     objective = run.search_objective or run.objective
-    return len(probe_space(objective.inits, objective.activations))
+    return own + len(probe_space(objective.inits, objective.activations))
 
 
 def _full_training(path: Path, epochs: int) -> Any:

@@ -1,6 +1,6 @@
 """The measurements behind the search's cost levers (issue 13): not part of ``benchmarks.run``.
 
-Two experiments, each printing a table and writing JSON next to the other results:
+Its experiments, each printing a table and writing JSON next to the other results:
 
 ``python -m benchmarks.cost_study rows``
     Where searching on a subsample of the training rows starts to change the ranking. A fixed
@@ -31,6 +31,17 @@ Two experiments, each printing a table and writing JSON next to the other result
     runs, but the candidates' are the ones the search selected them on). Cost: the
     confirmation's runs, in FTE; quality: the pick's metric over the 3 confirmation seeds, and
     whether it is the full confirmation's pick.
+
+``python -m benchmarks.cost_study bounds``
+    The pre-screen's vanishing-signal bound (``SignalRatio``'s ``shrink``: 1e4, 1e5, 1e6, none)
+    against the configs the ``pruners`` experiment trained in full (its cached tables, in the
+    same ``--workdir``): how many configs each bound pre-screens, the best full-training rank
+    among them, and the guard-stopped configs it still catches.
+
+``python -m benchmarks.cost_study prescreen``
+    The default search replayed on the ``pruners`` tables with the pre-screen off, counted
+    toward ``n_trials`` (the search's way: at most half of it) and free (every collapsed
+    config added on top of ``n_trials`` sampled trials): search FTE and confirmed metric.
 
 ``python -m benchmarks.cost_study rounds --rows 5000``
     The race's first round: four configs on two seeds as one batched model of 8 members,
@@ -265,17 +276,51 @@ def rows_experiment(sizes: Sequence[int], rows: int, tasks: Sequence[str], workd
 
 def replay(
     objective: Objective, table: Table, pruner: optuna.pruners.BasePruner, n_trials: int,
-    sampler_seed: int,
+    sampler_seed: int, prescreen: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """A search replayed against ``table``: what ``SearchRun.optimize`` would do, untrained."""
+    """A search replayed against ``table``: what ``SearchRun.optimize`` would do, untrained.
+
+    ``prescreen``: None (off), ``"counted"`` (the search's: the collapsed configs are added as
+    pruned trials that count toward ``n_trials``, at most half of it), ``"free"`` (all of
+    them added, and ``n_trials`` sampled trials on top), ``"per_trial"`` (none added, none
+    queued; the trials' own probes are not counted, as in every mode) or ``"queued"`` (none
+    added; the space probed up front and its two best queued). A sampled config whose probe
+    collapses stops at 0 steps in all of them.
+    """
+    from autoinit._probe import prescreen_study, probe_configs, probe_space
+
     study = optuna.create_study(direction="minimize", pruner=pruner,
                                 sampler=studies.default_sampler(sampler_seed))  # fmt: skip
     for config in baselines(objective.inits, objective.activations):
         study.enqueue_trial({k: v for k, v in config.to_dict().items() if v is not None})
-    spent, outcome = 0, {"complete": 0, "pruner": 0, "guard": 0, "twin": 0}
-    for _ in range(n_trials):
+    spent, outcome = 0, {"complete": 0, "pruner": 0, "guard": 0, "twin": 0, "prescreen": 0}
+    collapsed: set[Config] = set()
+    if prescreen in ("per_trial", "queued"):  # no trials added: each trial probes itself
+        space = probe_space(objective.inits, objective.activations)
+        probes = probe_configs(objective.model_fn, objective.batch, space,
+                               objective.data.loss_fn, seed=objective.seed)  # fmt: skip
+        collapsed = {row.config for row in probes.collapsed}
+        if prescreen == "queued":  # the up-front probe's two best queued after the baselines
+            spent += len(space)
+            known = set(baselines(objective.inits, objective.activations))
+            for config in [c for c in probes.best(2 + len(known)) if c not in known][:2]:
+                study.enqueue_trial({k: v for k, v in config.to_dict().items() if v is not None})
+    elif prescreen is not None:
+        probes = prescreen_study(study, objective,
+                                 n_trials=n_trials if prescreen == "counted" else None)
+        assert probes is not None
+        collapsed = {row.config for row in probes.collapsed}
+        spent += len(probe_space(objective.inits, objective.activations))  # a step each
+        outcome["prescreen"] = len(study.trials) - len(study.get_trials(
+            states=(optuna.trial.TrialState.WAITING,)))  # fmt: skip
+    sampled = n_trials - (outcome["prescreen"] if prescreen == "counted" else 0)
+    for _ in range(sampled):
         trial = study.ask()
         config = suggest(trial, objective.inits, objective.activations)
+        if config in collapsed:  # the trial's own probe stops it at 0 steps
+            trial.set_user_attr("kind", "prescreen")
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
         twin = _twin(study, trial)
         if twin is not None:
             outcome["twin"] += 1
@@ -391,6 +436,94 @@ def pruners_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_
                                  "pruners": rows_out}  # fmt: skip
         table.save()
     return out
+
+
+# --- experiment 6: the pre-screen's vanishing-signal bound against full trainings ----------------
+
+
+SHRINK_BOUNDS = (1e4, 1e5, 1e6, math.inf)
+
+
+def bounds_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], epochs: int,
+                      cache_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """For each vanishing-signal bound of the pre-screen (``SignalRatio``'s ``shrink``), on the
+    configs the ``pruners`` experiment trained in full (its cached table; every config the
+    replayed searches drew, at the study's seed): how many configs it pre-screens, the best
+    full-training rank among them, and how many of the guard-stopped it still catches."""
+    from autoinit._probe import _rules, probe_model
+
+    out: dict[str, Any] = {"epochs": epochs, "datasets": {}}
+    for name, (model_fn, data, rows) in datasets.items():
+        objective = _objective(model_fn, data, epochs, rows=rows)
+        cache = cache_dir / f"{name}_{rows}_{epochs}.pickle" if cache_dir else None
+        table = Table(objective, cache)
+        ranked = sorted(((_finite_value(run), config, run.stop) for (config, seed), run
+                         in table.runs.items() if seed == objective.seed),
+                        key=lambda row: row[0])  # fmt: skip
+        probes = {config: probe_model(objective.start(config, objective.seed, guard={})[0],
+                                      objective.batch, objective.data.loss_fn)
+                  for _, config, _ in ranked}  # fmt: skip
+        rows_out = {}
+        for shrink in SHRINK_BOUNDS:
+            rules = _rules.default_probe_rules(max_signal_shrink=shrink)
+            screened = [(rank, config.label, stop) for rank, (_, config, stop)
+                        in enumerate(ranked, 1) if _rules.screen(probes[config], rules)]
+            guard_stopped = [row for row in ranked if row[2] is not None]
+            rows_out[f"{shrink:g}"] = {
+                "prescreened": len(screened),
+                "best_rank_prescreened": min((r for r, _, _ in screened), default=None),
+                "top10_prescreened": [label for r, label, _ in screened if r <= 10],
+                "guard_stopped_caught": sum(stop is not None for _, _, stop in screened),
+                "guard_stopped": len(guard_stopped),
+            }  # fmt: skip
+            row = rows_out[f"{shrink:g}"]
+            print(f"  {name:>14} shrink bound {shrink:g}: pre-screens {row['prescreened']} of "
+                  f"{len(ranked)}, best rank {row['best_rank_prescreened']}, guard-stopped "
+                  f"caught {row['guard_stopped_caught']}/{row['guard_stopped']}", flush=True)
+        out["datasets"][name] = {"configs": len(ranked), "bounds": rows_out}
+    return out
+
+
+PRESCREEN_MODES = {"off": None, "counted": "counted", "free": "free", "per_trial": "per_trial",
+                   "queued": "queued"}  # fmt: skip
+
+
+def prescreen_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_trials: int,
+                         epochs: int, sampler_seeds: Sequence[int],
+                         cache_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """The default search replayed (the default pruner) with the pre-screen off, counted
+    toward ``n_trials`` (the search's way) and free (on top of ``n_trials``): the search's FTE
+    (probes included) and the confirmed metric of its pick (top 3 and the default, 3 seeds)."""
+    out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "datasets": {}}
+    for name, (model_fn, data, rows) in datasets.items():
+        objective = _objective(model_fn, data, epochs, rows=rows)
+        cache = cache_dir / f"{name}_{rows}_{epochs}.pickle" if cache_dir else None
+        table = Table(objective, cache)
+        spe = objective.data.steps_per_epoch
+        modes = {}
+        for label, mode in PRESCREEN_MODES.items():
+            runs = []
+            for seed in sampler_seeds:
+                pruner = studies.default_pruner(spe * epochs, spe)
+                result = replay(objective, table, pruner, n_trials, seed, prescreen=mode)
+                pick, metric = confirmed(table, result["top"])
+                runs.append({"fte": result["fte"], "pick": pick.label, "metric": metric,
+                             "complete": result["complete"], "prescreen": result["prescreen"],
+                             "twin": result["twin"]})  # fmt: skip
+            table.save()
+            modes[label] = {"fte_mean": statistics.fmean(r["fte"] for r in runs),
+                            "metric_mean": statistics.fmean(r["metric"] for r in runs),
+                            "metric_min": min(r["metric"] for r in runs), "runs": runs}
+            row = modes[label]
+            print(f"  {name:>14} pre-screen {label:>7}: FTE {row['fte_mean']:.2f}  metric "
+                  f"{row['metric_mean']:.4f} (min {row['metric_min']:.4f})  twins "
+                  f"{statistics.fmean(r['twin'] for r in runs):.1f}", flush=True)
+        out["datasets"][name] = {"metric": objective.data.metric_name, "modes": modes}
+    return out
+
+
+def _finite_value(run: Run) -> float:
+    return run.value if run.stop is None and math.isfinite(run.value) else math.inf
 
 
 # --- experiment 3: the race's drop rule, replayed ------------------------------------------------
@@ -580,7 +713,8 @@ def population_experiment(path: Path, rows: int | None, trials: int, epochs: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cost_study")
     parser.add_argument("experiment",
-                        choices=["rows", "pruners", "races", "rounds", "population"])
+                        choices=["rows", "pruners", "races", "rounds", "population", "bounds",
+                                 "prescreen"])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--sizes", default="2000,5000,10000,20000")
     parser.add_argument("--tasks", default="regression,classification")
@@ -635,6 +769,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.experiment == "races":
             result = races_experiment(datasets, args.trials, args.epochs, range(args.seeds),
                                       args.workdir)  # fmt: skip
+        elif args.experiment == "bounds":
+            result = bounds_experiment(datasets, args.epochs, args.workdir)
+        elif args.experiment == "prescreen":
+            result = prescreen_experiment(datasets, args.trials, args.epochs, range(args.seeds),
+                                          args.workdir)  # fmt: skip
         else:
             result = pruners_experiment(datasets, args.trials, args.epochs, range(args.seeds),
                                         args.workdir,

@@ -354,6 +354,25 @@ def test_cuda_without_a_gpu(storage: str) -> None:
     assert stored_studies(storage) == {}
 
 
+def test_prescreen_flags(storage: str) -> None:
+    """``--prescreen-space`` adds the space's collapsed configs before any trial trains (none
+    without it); with ``--no-prescreen`` it is one clear error and nothing is stored."""
+    space = ("--inits", "zeros,kaiming_normal", "--activations", "relu,tanh")
+    ok("search", "--data", BREAST_CANCER, "--storage", storage, *TINY, *space, "--study-name",
+       "space", "--prescreen-space")  # fmt: skip
+    added = [t for t in optuna.load_study(study_name="space", storage=storage).trials
+             if records.PID not in t.user_attrs]  # fmt: skip
+    assert added and all(records.prune_kind(t) == records.PRESCREEN for t in added)
+    ok("search", "--data", BREAST_CANCER, "--storage", storage, *TINY, *space, "--study-name",
+       "trials")  # fmt: skip
+    study = optuna.load_study(study_name="trials", storage=storage)
+    assert all(records.PID in t.user_attrs for t in study.trials)
+    both = invoke("search", "--data", BREAST_CANCER, "--storage", storage, *TINY,
+                  "--study-name", "both", "--no-prescreen", "--prescreen-space")  # fmt: skip
+    assert_one_error_line(both, "--no-prescreen", "--prescreen-space")
+    assert "both" not in stored_studies(storage)
+
+
 @pytest.mark.parametrize("args", [["--trials", "0"], ["--epochs", "-1"], ["--seed", "-1"],
                                   ["--task", "cluster"], ["--no-such-option"]])  # fmt: skip
 def test_click_usage_errors_exit_2_without_a_traceback(args: list[str], storage: str) -> None:

@@ -113,7 +113,7 @@ def test_recommend_returns_a_recommendation_that_explains_itself(storage_url):
     x, y = toy_classification(n=192, features=16, classes=4)
     rec = recommend(mlp_factory(16, 4, depth=20, width=32), (x, y), n_trials=8, epochs=1, seeds=1,
                     top_k=1, storage=storage_url, inits=["default", "kaiming_normal", "normal"],
-                    activations=["relu"], race=False)  # fmt: skip
+                    activations=["relu"], race=False, prescreen="space")  # fmt: skip
     text = rec.explain()
     assert f"Why {rec.config.label} won:" in text
     default = next(line for line in text.splitlines() if line.startswith("  - default + relu"))

@@ -1,7 +1,8 @@
 """The step-0 probe of every config, the pre-screen built on it, and its rules.
 
 ``autoinit.probe(model_fn, data)`` (this package's :func:`probe`) returns a :class:`ProbeTable`;
-``search()`` calls :func:`prescreen_study` right after queueing the baselines. The package is
+every search trial screens itself with :func:`trial_probe`, and ``search(prescreen="space")``
+also calls :func:`prescreen_study` right after queueing the baselines. The package is
 private (``autoinit._probe``) so that the public function ``autoinit.probe`` is never shadowed
 by a module of the same name; its names are importable from here.
 """

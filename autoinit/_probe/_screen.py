@@ -1,4 +1,5 @@
-"""The pre-screen of a study: probe the whole space once, before any training.
+"""The whole-space pre-screen of a study (``prescreen="space"``): probe every config once,
+before any training. (By default each trial only screens itself: :func:`trial_probe`.)
 
 A config whose probe collapses is added to the study as a pruned trial (``prune_kind``
 ``prescreen``, 0 steps, the verdict citing its figure), so that it counts toward ``n_trials``,
