@@ -293,7 +293,8 @@ def replay(
                                 sampler=studies.default_sampler(sampler_seed))  # fmt: skip
     for config in baselines(objective.inits, objective.activations):
         study.enqueue_trial({k: v for k, v in config.to_dict().items() if v is not None})
-    spent, outcome = 0, {"complete": 0, "pruner": 0, "guard": 0, "twin": 0, "prescreen": 0}
+    spent, outcome = 0, {"complete": 0, "pruner": 0, "guard": 0, "twin": 0, "prescreen": 0,
+                         "screened": 0}  # fmt: skip
     collapsed: set[Config] = set()
     if prescreen in ("per_trial", "queued"):  # no trials added: each trial probes itself
         space = probe_space(objective.inits, objective.activations)
@@ -318,6 +319,7 @@ def replay(
         trial = study.ask()
         config = suggest(trial, objective.inits, objective.activations)
         if config in collapsed:  # the trial's own probe stops it at 0 steps
+            outcome["screened"] += 1
             trial.set_user_attr("kind", "prescreen")
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue

@@ -226,3 +226,61 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
     except OSError:
         return "Z"
+
+
+# --- cost_study's replays (issue 13): the modes compared in benchmarks/README.md ---------------
+
+
+@pytest.fixture(scope="module")
+def replay_setup():
+    """A 12-layer MLP on a small generated table, over a space with collapsing configs (small
+    enough that the whole-space probe is worth it at this budget)."""
+    import argparse
+    import dataclasses
+
+    from autoinit.models import mlp_factory
+    from autoinit.testing import toy_classification
+    from benchmarks.cost_study import Table, _objective
+
+    x, y = toy_classification(n=160, features=8, classes=3)
+    data = argparse.Namespace(X_train=x[:128], y_train=y[:128], X_val=x[128:], y_val=y[128:],
+                              task="classification")  # fmt: skip
+    objective = dataclasses.replace(
+        _objective(mlp_factory(8, 3, depth=12, width=16), data, 4),
+        inits=("normal", "zeros", "kaiming_normal", "xavier_uniform", "trunc_normal"),
+        activations=("relu", "tanh", "sigmoid"),
+    )  # fmt: skip
+    return objective, Table(objective)
+
+
+def test_the_prescreen_replay_counts_added_trials_toward_n_trials_only_when_counted(replay_setup):
+    import optuna
+
+    from benchmarks.cost_study import replay
+
+    objective, table = replay_setup
+    runs = {mode: replay(objective, table, optuna.pruners.NopPruner(), 10, 0, prescreen=mode)
+            for mode in (None, "counted", "free", "per_trial")}  # fmt: skip
+    assert runs[None]["prescreen"] == runs["per_trial"]["prescreen"] == 0
+    assert 0 < runs["counted"]["prescreen"] <= 5 < runs["free"]["prescreen"]  # at most half
+    for mode, run in runs.items():
+        sampled = sum(run[k] for k in ("complete", "pruner", "guard", "twin", "screened"))
+        assert sampled == 10 - (run["prescreen"] if mode == "counted" else 0), mode
+    assert runs[None]["screened"] == 0  # off: a collapsed config trains until the guard stops it
+    # The whole-space pass pays one probe step per config; per trial, the trials' own probes
+    # are not counted (every mode has them), and the collapsed cost nothing.
+    assert runs["counted"]["fte"] > runs["per_trial"]["fte"]
+
+
+def test_the_search_block_race_replay_counts_the_searched_runs_as_free(replay_setup):
+    from autoinit.space import Config
+    from benchmarks.cost_study import race_replay
+
+    _, table = replay_setup
+    candidates = [Config("kaiming_normal", "relu"), Config("xavier_uniform", "tanh")]
+    fresh = race_replay(table, candidates, pooled=True)
+    free = race_replay(table, candidates, pooled=True, searched=candidates, fresh=2)
+    paid = race_replay(table, candidates, pooled=True, searched=[], fresh=2)
+    assert 3 <= fresh["runs"] <= 9  # the default is raced too
+    # The same race on the same seeds: only the candidates' study-seed runs are free.
+    assert paid["pick"] == free["pick"] and paid["runs"] - free["runs"] in (1, 2)
