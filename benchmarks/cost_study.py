@@ -206,6 +206,14 @@ def _objective(model_fn: Callable, data: Any, epochs: int, seed: int = 0,
                      **extra)  # fmt: skip
 
 
+def _cached(model_fn: Callable, data: Any, rows: int | None, epochs: int,
+            cache: Path | None) -> tuple[Objective, Table]:  # fmt: skip
+    """The objective of a replay experiment and its table of full trainings (``cache``: the
+    pickle it is kept in between runs)."""
+    objective = _objective(model_fn, data, epochs, rows=rows)
+    return objective, Table(objective, cache)
+
+
 # --- experiment 1: where subsampling changes the ranking -----------------------------------------
 
 RANKED_CONFIGS = [
@@ -407,9 +415,8 @@ def pruners_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_
                        only: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "datasets": {}}
     for name, (model_fn, data, rows) in datasets.items():
-        objective = _objective(model_fn, data, epochs, rows=rows)
-        cache = cache_dir / f"{name}_{rows}_{epochs}.pickle" if cache_dir else None
-        table = Table(objective, cache)
+        objective, table = _cached(model_fn, data, rows, epochs, cache_dir and (
+            cache_dir / f"{name}_{rows}_{epochs}.pickle"))  # fmt: skip
         candidates = pruner_candidates(objective.data.steps_per_epoch, epochs)
         rows_out: dict[str, Any] = {}
         for label, make in candidates.items():
@@ -456,9 +463,8 @@ def bounds_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], epo
 
     out: dict[str, Any] = {"epochs": epochs, "datasets": {}}
     for name, (model_fn, data, rows) in datasets.items():
-        objective = _objective(model_fn, data, epochs, rows=rows)
-        cache = cache_dir / f"{name}_{rows}_{epochs}.pickle" if cache_dir else None
-        table = Table(objective, cache)
+        objective, table = _cached(model_fn, data, rows, epochs, cache_dir and (
+            cache_dir / f"{name}_{rows}_{epochs}.pickle"))  # fmt: skip
         ranked = sorted(((_finite_value(run), config, run.stop) for (config, seed), run
                          in table.runs.items() if seed == objective.seed),
                         key=lambda row: row[0])  # fmt: skip
@@ -493,14 +499,13 @@ PRESCREEN_MODES = {"off": None, "counted": "counted", "free": "free", "per_trial
 def prescreen_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_trials: int,
                          epochs: int, sampler_seeds: Sequence[int],
                          cache_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """The default search replayed (the default pruner) with the pre-screen off, counted
-    toward ``n_trials`` (the search's way) and free (on top of ``n_trials``): the search's FTE
-    (probes included) and the confirmed metric of its pick (top 3 and the default, 3 seeds)."""
+    """The default search replayed (the default pruner) in each of :data:`PRESCREEN_MODES`
+    (see :func:`replay`): the search's FTE (up-front probes included) and the confirmed metric
+    of its pick (top 3 and the default, 3 seeds)."""
     out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "datasets": {}}
     for name, (model_fn, data, rows) in datasets.items():
-        objective = _objective(model_fn, data, epochs, rows=rows)
-        cache = cache_dir / f"{name}_{rows}_{epochs}.pickle" if cache_dir else None
-        table = Table(objective, cache)
+        objective, table = _cached(model_fn, data, rows, epochs, cache_dir and (
+            cache_dir / f"{name}_{rows}_{epochs}.pickle"))  # fmt: skip
         spe = objective.data.steps_per_epoch
         modes = {}
         for label, mode in PRESCREEN_MODES.items():
@@ -585,9 +590,8 @@ def races_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_tr
                      cache_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "datasets": {}}
     for name, (model_fn, data, rows) in datasets.items():
-        objective = _objective(model_fn, data, epochs, rows=rows)
-        cache = cache_dir / f"races_{name}_{rows}_{epochs}.pickle" if cache_dir else None
-        table = Table(objective, cache)
+        objective, table = _cached(model_fn, data, rows, epochs, cache_dir and (
+            cache_dir / f"races_{name}_{rows}_{epochs}.pickle"))  # fmt: skip
         spe = objective.data.steps_per_epoch
         runs = []
         for seed in sampler_seeds:
