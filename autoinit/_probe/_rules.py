@@ -33,7 +33,7 @@ from autoinit._probe._stats import ProbeStats
 from autoinit.monitor import Rule, Stop, default_rules
 
 MAX_SIGNAL_RATIO = 1e4
-MAX_SIGNAL_SHRINK = 1e6  # measured: benchmarks/README.md, "The pre-screen's vanishing bound"
+MAX_SIGNAL_SHRINK = 1e6  # measured: benchmarks/README.md, "The pre-screen's shrink bound"
 MAX_GRADIENT_RATIO = 1e4
 MAX_DEAD = 0.9
 MAX_SATURATED = 0.9

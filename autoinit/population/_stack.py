@@ -149,8 +149,8 @@ class _Elementwise:
         for row, module in enumerate(modules):
             kinds.setdefault(repr(module), []).append(row)
         self.groups = [(modules[rows[0]], rows) for rows in kinds.values()]
-        # Each group one run of rows (members ordered by activation): slices and one cat, ~2x
-        # faster than gathering and scattering rows, backward pass included.
+        # Each group one run of rows (members ordered by activation): slices and one cat instead
+        # of gathering and scattering rows (a round of 8 members of 4 activations: 1.3x faster).
         self.runs = sorted(self.groups, key=lambda group: group[1][0])
         if any(rows != list(range(rows[0], rows[-1] + 1)) for _, rows in self.groups):
             self.runs = []
