@@ -46,7 +46,8 @@ Its experiments, each printing a table and writing JSON next to the other result
 ``python -m benchmarks.cost_study rounds --rows 5000``
     The race's first round: four configs on two seeds as one batched model of 8 members,
     against two rounds of 4 (``_train_together``), interleaved, best of ``--seeds``; wall and
-    CPU time.
+    CPU time. Also the race's third-seed round (of 4 or of 2 configs) and one round of every
+    seed (12 members, ``race=False``).
 """
 
 from __future__ import annotations
@@ -647,12 +648,19 @@ def rounds_experiment(path: Path, repeats: int, workdir: Path) -> dict[str, Any]
     objective = prepare_search(model_fn, (data.X_train, data.y_train), (data.X_val, data.y_val),
                                options).objective  # fmt: skip
     seeds = CONFIRM_SEEDS[:2]
+
+    def round_of(configs: Sequence[Config], round_seeds: Sequence[int]) -> Callable[[], Any]:
+        return lambda: _train_together(objective, [(c, s) for s in round_seeds for c in configs])
+
     sides = {
-        "two_rounds_of_4": lambda: [_train_together(objective, [(c, s) for c in ROUND_CONFIGS])
-                                    for s in seeds],
-        "one_round_of_8": lambda: _train_together(
-            objective, [(c, s) for s in seeds for c in ROUND_CONFIGS]),
-    }  # fmt: skip
+        "two_rounds_of_4": lambda: [round_of(ROUND_CONFIGS, [s])() for s in seeds],
+        "one_round_of_8": round_of(ROUND_CONFIGS, seeds),
+        # the race's third seed after the first round: every config left, or two of them;
+        # against one round of every seed (race=False)
+        "third_seed_of_4": round_of(ROUND_CONFIGS, CONFIRM_SEEDS[2:]),
+        "third_seed_of_2": round_of(ROUND_CONFIGS[:2], CONFIRM_SEEDS[2:]),
+        "one_round_of_12": round_of(ROUND_CONFIGS, CONFIRM_SEEDS),
+    }
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
     for _ in range(repeats):
         for name, train in sides.items():
@@ -662,9 +670,13 @@ def rounds_experiment(path: Path, repeats: int, workdir: Path) -> dict[str, Any]
     best = {name: (min(w for w, _ in r), min(c for _, c in r)) for name, r in runs.items()}
     out = {"rows": len(data.X_train), "runs": runs,
            "speedup_wall": best["two_rounds_of_4"][0] / best["one_round_of_8"][0],
-           "speedup_cpu": best["two_rounds_of_4"][1] / best["one_round_of_8"][1]}  # fmt: skip
+           "speedup_cpu": best["two_rounds_of_4"][1] / best["one_round_of_8"][1],
+           "cpu_s": {name: cpu for name, (_, cpu) in best.items()}}  # fmt: skip
+    eight, all_seeds = out["cpu_s"]["one_round_of_8"], out["cpu_s"]["one_round_of_12"]
+    then_4, then_2 = (eight + out["cpu_s"][f"third_seed_of_{k}"] for k in (4, 2))
     print(f"  {path.stem}: one round of 8 over two of 4: {out['speedup_cpu']:.2f}x CPU, "
-          f"{out['speedup_wall']:.2f}x wall", flush=True)
+          f"{out['speedup_wall']:.2f}x wall; CPU s: 8 then 4 {then_4:.1f}, 8 then 2 "
+          f"{then_2:.1f}, 8 alone {eight:.1f}, one round of 12 {all_seeds:.1f}", flush=True)
     return out
 
 
