@@ -200,6 +200,8 @@ def _given(*, population: int | str | None, search_rows: int | str | None, unset
               metavar="SECONDS", help="Stop starting new trials after this long.")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1),
               help="Training epochs per trial.")
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Adam's learning rate for every trial and the confirmation.")
 @click.option("--depth", default=None, type=click.IntRange(min=1),
               help="Hidden layers (mlp), conv blocks (cnn) or recurrent layers [default: 8 for "
                    "mlp, 4 for cnn, 2 for gru/lstm/rnn].")
@@ -240,7 +242,7 @@ def _given(*, population: int | str | None, search_rows: int | str | None, unset
 @_user_errors
 def search(data_path: str, target: str | None, task: str, model: str | None,
            image_size: str | None, trials: int, timeout: float | None,
-           epochs: int, depth: int | None, width: int | None, inits: str | None,
+           epochs: int, lr: float, depth: int | None, width: int | None, inits: str | None,
            activations: str | None,
            storage: str | None, study_name: str | None, jobs: int, population: int | str | None,
            search_rows: int | str | None, seeds: int, top_k: int,
@@ -282,7 +284,7 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
     choice = choose_model(model, data, depth=depth, width=width)  # a user's model runs a batch
     name = study_name or f"{Path(data_path).stem}-{choice.label}"
     options = SearchOptions(
-        n_trials=trials, timeout=timeout, epochs=epochs, inits=_tuple(inits),
+        n_trials=trials, timeout=timeout, epochs=epochs, lr=lr, inits=_tuple(inits),
         activations=check_activations(choice.name, _names(activations)), task=data.task,
         storage=storage_url, study_name=name, seed=seed, device=device, n_jobs=jobs,
         prescreen=prescreen,

@@ -191,7 +191,7 @@ def test_search_options_reach_the_study(storage: str, cwd: Path) -> None:
         path, storage, "--target", "$(touch pwned)", "--task", "classification",
         "--inits", "he_normal, xavier_uniform", "--activations", "relu,tanh",
         "--study-name", "odd $(name)", "--timeout", "600", "--jobs", "2", "--device", "cpu",
-        "--seed", "7",
+        "--seed", "7", "--lr", "0.01",
     )  # fmt: skip
     assert not (cwd / "pwned").exists()
     assert "target: '$(touch pwned)' (as requested)" in result.stderr
@@ -203,6 +203,7 @@ def test_search_options_reach_the_study(storage: str, cwd: Path) -> None:
     assert 3 <= len(finished) <= 4  # --trials 3, plus at most the other worker's trial in flight
     assert study.user_attrs[records.STUDY_BUDGET]["seed"] == 7
     assert study.user_attrs[records.STUDY_BUDGET]["epochs"] == 1
+    assert study.user_attrs[records.STUDY_BUDGET]["lr"] == 0.01
     assert study.user_attrs[records.STUDY_TASK] == "classification"
     assert study.user_attrs[records.STUDY_SPACE] == {
         "inits": ["kaiming_normal", "xavier_uniform"], "activations": ["relu", "tanh"]
@@ -354,6 +355,21 @@ def test_cuda_without_a_gpu(storage: str) -> None:
     assert stored_studies(storage) == {}
 
 
+def test_the_advice_when_nothing_trains_names_real_options(storage: str) -> None:
+    """Every ``--flag`` the no-recommendation advice suggests is an option of ``search`` (it
+    once suggested ``--lr``, which did not exist), and ``--lr`` reaches the trials."""
+    import re
+
+    from autoinit.recommendation import ADVICE
+
+    flags = re.findall(r"--[a-z][a-z-]*", ADVICE)
+    assert flags and all(flag in invoke("search", "--help").output for flag in flags)
+    result = invoke("search", "--data", BREAST_CANCER, "--storage", storage, *TINY,
+                    "--inits", "normal", "--activations", "relu", "--depth", "20",
+                    "--study-name", "nothing")  # fmt: skip
+    assert result.exit_code == 3 and "--lr" in result.output
+
+
 def test_prescreen_flags(storage: str) -> None:
     """``--prescreen-space`` adds the space's collapsed configs before any trial trains (none
     without it); with ``--no-prescreen`` it is one clear error and nothing is stored."""
@@ -374,6 +390,7 @@ def test_prescreen_flags(storage: str) -> None:
 
 
 @pytest.mark.parametrize("args", [["--trials", "0"], ["--epochs", "-1"], ["--seed", "-1"],
+                                  ["--lr", "0"],
                                   ["--task", "cluster"], ["--no-such-option"]])  # fmt: skip
 def test_click_usage_errors_exit_2_without_a_traceback(args: list[str], storage: str) -> None:
     """Usage errors keep click's own format (usage line, then ``Error: ...``): see cli.py."""
