@@ -39,9 +39,10 @@ Its experiments, each printing a table and writing JSON next to the other result
     among them, and the guard-stopped configs it still catches.
 
 ``python -m benchmarks.cost_study prescreen``
-    The default search replayed on the ``pruners`` tables with the pre-screen off, counted
-    toward ``n_trials`` (the search's way: at most half of it) and free (every collapsed
-    config added on top of ``n_trials`` sampled trials): search FTE and confirmed metric.
+    The default search replayed on the ``pruners`` tables with the pre-screen off, the whole
+    space counted toward ``n_trials`` (``prescreen="space"``: at most half of it) or added on
+    top of it, per trial (the default), and per trial with the two best-probed configs queued:
+    search FTE and confirmed metric.
 
 ``python -m benchmarks.cost_study rounds --rows 5000``
     The race's first round: four configs on two seeds as one batched model of 8 members,
@@ -297,11 +298,12 @@ def replay(
     collapses stops at 0 steps in all of them.
     """
     from autoinit._probe import prescreen_study, probe_configs, probe_space
+    from autoinit._probe._screen import params_of
 
     study = optuna.create_study(direction="minimize", pruner=pruner,
                                 sampler=studies.default_sampler(sampler_seed))  # fmt: skip
     for config in baselines(objective.inits, objective.activations):
-        study.enqueue_trial({k: v for k, v in config.to_dict().items() if v is not None})
+        study.enqueue_trial(params_of(config))
     spent, outcome = 0, {"complete": 0, "pruner": 0, "guard": 0, "twin": 0, "prescreen": 0,
                          "screened": 0}  # fmt: skip
     collapsed: set[Config] = set()
@@ -314,7 +316,7 @@ def replay(
             spent += len(space)
             known = set(baselines(objective.inits, objective.activations))
             for config in [c for c in probes.best(2 + len(known)) if c not in known][:2]:
-                study.enqueue_trial({k: v for k, v in config.to_dict().items() if v is not None})
+                study.enqueue_trial(params_of(config))
     elif prescreen is not None:
         probes = prescreen_study(study, objective,
                                  n_trials=n_trials if prescreen == "counted" else None)
