@@ -37,7 +37,7 @@ def top_configs(study: optuna.Study, k: int) -> list[Config]:
     """The ``k`` distinct configs with the best single-trial validation loss, best first.
 
     Complete trials only. Successive halving lets few finish (a trial completes when it is in
-    the best third at each rung), so the race may get fewer than ``k``; filling it with the
+    the best quarter at each rung), so the race may get fewer than ``k``; filling it with the
     trials the pruner stopped at the deepest rung was measured (``benchmarks/README.md``,
     issue 13) to cost four times the confirmation for no better recommendation.
     """
