@@ -400,13 +400,14 @@ def pruner_candidates(steps_per_epoch: int, epochs: int) -> dict[str, Callable[[
         "median": lambda: studies.median_pruner(total),
         "sha_eta3": lambda: optuna.pruners.SuccessiveHalvingPruner(
             min_resource=spe, reduction_factor=3),
-        "sha_eta3_capped": lambda: studies.SuccessiveHalving(spe, 3, total),  # the default
-        # rungs at 1 epoch only (a max of 8 epochs leaves out the one at 3); at 1, 2 and 4
+        # autoinit's, rungs at 10 epochs: 1 and 3 (the default until session 7)
+        "sha_eta3_capped": lambda: studies.SuccessiveHalving(spe, 3, total),
+        # a max of 8 epochs leaves out the rung at 3: the best third after 1 epoch only
         "sha_eta3_one_rung": lambda: studies.SuccessiveHalving(spe, 3, 8 * spe),
-        "sha_eta2_capped": lambda: studies.SuccessiveHalving(spe, 2, total),
-        "sha_eta2_two_rungs": lambda: studies.SuccessiveHalving(spe, 2, 7 * spe),  # at 1 and 2
-        "sha_eta4_capped": lambda: studies.SuccessiveHalving(spe, 4, total),  # at 1: the best 1/4
-        "sha_eta5_capped": lambda: studies.SuccessiveHalving(spe, 5, total),  # at 1: the best 1/5
+        "sha_eta2_capped": lambda: studies.SuccessiveHalving(spe, 2, total),  # 1, 2 and 4
+        "sha_eta2_two_rungs": lambda: studies.SuccessiveHalving(spe, 2, 7 * spe),  # 1 and 2
+        "sha_eta4_capped": lambda: studies.SuccessiveHalving(spe, 4, total),  # the default: 1
+        "sha_eta5_capped": lambda: studies.SuccessiveHalving(spe, 5, total),  # 1
         "sha_eta3_r2": lambda: optuna.pruners.SuccessiveHalvingPruner(
             min_resource=2 * spe, reduction_factor=3),
         "sha_eta2": lambda: optuna.pruners.SuccessiveHalvingPruner(
