@@ -286,7 +286,7 @@ def rows_experiment(sizes: Sequence[int], rows: int, tasks: Sequence[str], workd
 
 def replay(
     objective: Objective, table: Table, pruner: optuna.pruners.BasePruner, n_trials: int,
-    sampler_seed: int, prescreen: str | None = None,
+    sampler_seed: int, prescreen: str | None = None, population: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
     """A search replayed against ``table``: what ``SearchRun.optimize`` would do, untrained.
 
@@ -295,7 +295,8 @@ def replay(
     them added, and ``n_trials`` sampled trials on top), ``"per_trial"`` (none added, none
     queued; the trials' own probes are not counted, as in every mode) or ``"queued"`` (none
     added; the space probed up front and its two best queued). A sampled config whose probe
-    collapses stops at 0 steps in all of them.
+    collapses stops at 0 steps in all of them. ``population``: trials asked per round and
+    trained as one group (the built-in MLP's), as ``population_search`` does.
     """
     from autoinit._probe import prescreen_study, probe_configs, probe_space
     from autoinit._probe._screen import params_of
@@ -326,39 +327,25 @@ def replay(
         outcome["prescreen"] = len(study.trials) - len(study.get_trials(
             states=(optuna.trial.TrialState.WAITING,)))  # fmt: skip
     sampled = n_trials - (outcome["prescreen"] if prescreen == "counted" else 0)
-    for _ in range(sampled):
-        trial = study.ask()
-        config = suggest(trial, objective.inits, objective.activations)
-        if config in collapsed:  # the trial's own probe stops it at 0 steps
-            outcome["screened"] += 1
-            trial.set_user_attr("kind", "prescreen")
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            continue
-        twin = _twin(study, trial)
-        if twin is not None:
-            outcome["twin"] += 1
-            trial.set_user_attr("kind", twin.user_attrs.get("kind"))
-            study.tell(trial, twin.value if twin.state.name == "COMPLETE" else None,
-                       state=twin.state)  # fmt: skip
-            continue
-        run = table.get(config, objective.seed)
-        for step, value in run.reports:
-            trial.report(value, step)
-            if trial.should_prune():
-                spent += step
-                outcome["pruner"] += 1
-                trial.set_user_attr("kind", "pruner")
+    asked = 0
+    while asked < sampled:  # rounds of ``population`` trials, as ``optimize_population`` asks
+        trials = [study.ask() for _ in range(min(population, sampled - asked))]
+        asked += len(trials)
+        members: list[tuple[optuna.Trial, Config]] = []
+        later: list[tuple[optuna.Trial, Config]] = []  # the same config as a member of the round
+        for trial in trials:
+            config = suggest(trial, objective.inits, objective.activations)
+            if config in collapsed:  # the trial's own probe stops it at 0 steps
+                outcome["screened"] += 1
+                trial.set_user_attr("kind", "prescreen")
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                break
-        else:
-            spent += run.steps
-            if run.stop is not None:
-                outcome["guard"] += 1
-                trial.set_user_attr("kind", run.stop)
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            else:
-                outcome["complete"] += 1
-                study.tell(trial, run.value)
+            elif not _told_twin(study, trial, outcome):
+                (later if any(c == config for _, c in members) else members).append(
+                    (trial, config))  # fmt: skip
+        spent += _train_round(study, members, table, objective.seed, outcome)
+        for trial, config in later:  # its twin has finished: reuse it, or train it alone
+            if not _told_twin(study, trial, outcome):
+                spent += _train_round(study, [(trial, config)], table, objective.seed, outcome)
     full_steps = objective.budget.epochs * objective.data.steps_per_epoch
     complete = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)  # fmt: skip
@@ -368,6 +355,53 @@ def replay(
         if config not in top:
             top.append(config)
     return {"fte": spent / full_steps, "top": top[:3], "completed": top, **outcome}
+
+
+def _told_twin(study: optuna.Study, trial: optuna.Trial, outcome: dict[str, int]) -> bool:
+    """Tell ``trial`` its finished twin's result, if it has one (it costs nothing)."""
+    twin = _twin(study, trial)
+    if twin is None:
+        return False
+    outcome["twin"] += 1
+    trial.set_user_attr("kind", twin.user_attrs.get("kind"))
+    study.tell(trial, twin.value if twin.state.name == "COMPLETE" else None, state=twin.state)
+    return True
+
+
+def _train_round(study: optuna.Study, members: list[tuple[optuna.Trial, Config]], table: Table,
+                 seed: int, outcome: dict[str, int]) -> int:  # fmt: skip
+    """The members' runs replayed as one batched group: after each epoch every member still
+    training reports, in order, and the pruner judges it; the trials are told at the end.
+    Returns the steps spent."""
+    runs = {trial.number: table.get(config, seed) for trial, config in members}
+    stopped: dict[int, int] = {}  # trial number -> the step the pruner stopped it at
+    for index in range(max((len(r.reports) for r in runs.values()), default=0)):
+        for trial, _ in members:
+            reports = runs[trial.number].reports
+            if trial.number in stopped or index >= len(reports):
+                continue
+            step, value = reports[index]
+            trial.report(value, step)
+            if trial.should_prune():
+                stopped[trial.number] = step
+    spent = 0
+    for trial, _ in members:
+        run = runs[trial.number]
+        if trial.number in stopped:
+            spent += stopped[trial.number]
+            outcome["pruner"] += 1
+            trial.set_user_attr("kind", "pruner")
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        spent += run.steps
+        if run.stop is not None:
+            outcome["guard"] += 1
+            trial.set_user_attr("kind", run.stop)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            outcome["complete"] += 1
+            study.tell(trial, run.value)
+    return spent
 
 
 def _twin(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
@@ -422,8 +456,10 @@ def pruner_candidates(steps_per_epoch: int, epochs: int) -> dict[str, Callable[[
 
 def pruners_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_trials: int,
                        epochs: int, sampler_seeds: Sequence[int], cache_dir: Path | None = None,
-                       only: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
-    out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "datasets": {}}
+                       only: Sequence[str] | None = None,
+                       population: int = 1) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "population": population,
+                           "datasets": {}}  # fmt: skip
     for name, (model_fn, data, rows) in datasets.items():
         objective, table = _cached(model_fn, data, rows, epochs, cache_dir and (
             cache_dir / f"{name}_{rows}_{epochs}.pickle"))  # fmt: skip
@@ -434,7 +470,7 @@ def pruners_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_
                 continue
             runs = []
             for seed in sampler_seeds:
-                result = replay(objective, table, make(), n_trials, seed)
+                result = replay(objective, table, make(), n_trials, seed, population=population)
                 pick, metric = confirmed(table, result["top"])
                 runs.append({**{k: v for k, v in result.items() if k not in ("top", "completed")},
                              "top": [c.label for c in result["top"]], "pick": pick.label,
@@ -749,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-rows", type=int, default=10_000)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--pruners", default=None)
+    parser.add_argument("--population", type=int, default=1, help="pruners: trials a round")
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
@@ -804,7 +841,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = pruners_experiment(datasets, args.trials, args.epochs, range(args.seeds),
                                         args.workdir,
-                                        args.pruners.split(",") if args.pruners else None)
+                                        args.pruners.split(",") if args.pruners else None,
+                                        args.population)  # fmt: skip
     result["seconds"] = time.perf_counter() - start
     output = args.output or RESULTS / f"cost_study_{args.experiment}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -284,3 +284,31 @@ def test_the_search_block_race_replay_counts_the_searched_runs_as_free(replay_se
     assert 3 <= fresh["runs"] <= 9  # the default is raced too
     # The same race on the same seeds: only the candidates' study-seed runs are free.
     assert paid["pick"] == free["pick"] and paid["runs"] - free["runs"] in (1, 2)
+
+
+def test_a_replayed_round_judges_every_member_and_spends_their_steps():
+    """``population`` > 1 in the replay: every member of a round reports, the pruner stops one
+    at its rung, and the pruned, the guard-stopped and the complete runs cost their steps."""
+    import optuna
+
+    from autoinit import study as studies
+    from autoinit.space import Config
+    from benchmarks.cost_study import Run, _train_round
+
+    def run(first: float, steps: int = 100, stop: str | None = None) -> Run:
+        reports = [(s, first / (s // 10)) for s in range(10, steps + 1, 10)]
+        return Run(reports, steps, reports[-1][1], 0.0, stop)
+
+    configs = [Config(init, "relu") for init in ("normal", "orthogonal", "zeros", "xavier_normal")]
+    runs = dict(zip(configs, [run(1.0), run(0.5), run(3.0), run(0.2, steps=15, stop="exploding")]))
+    table = type("Fixed", (), {"get": lambda self, config, seed: runs[config]})()
+    study = optuna.create_study(pruner=studies.SuccessiveHalving(10, 4, 100))
+    members = [(study.ask(), config) for config in configs]
+    outcome = dict.fromkeys(("complete", "pruner", "guard", "twin"), 0)
+    spent = _train_round(study, members, table, 0, outcome)  # type: ignore[arg-type]
+    # At the rung (step 10) "zeros" is not in the best quarter of the four; the others are.
+    assert outcome == {"complete": 2, "pruner": 1, "guard": 1, "twin": 0}
+    assert spent == 100 + 100 + 10 + 15
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.PRUNED) == 2
+    assert all(t.intermediate_values for t in study.trials)  # every member reported
