@@ -228,9 +228,10 @@ def default_sampler(seed: int, *, worker: int = 0) -> optuna.samplers.BaseSample
 # epoch: 0.01-0.03 lower confirmed accuracy/R² than the median rule), so those use the median.
 MIN_RUNG_STEPS = 20
 # The best quarter goes on after one epoch (of 10), then trains to the end. With 3 (a third
-# after 1 and after 3 epochs) slow starters such as PyTorch's default + GELU, the best config of a
-# 20,000-row table, were stopped at 3 epochs: replayed over 5 tables, 4 is within 0.011 of the
-# median rule's pick on all of them (3: 0.051 worse on one), for 0.9-3.3 FTE more than 3.
+# after 1 and after 3 epochs) the second verdict stopped PyTorch's default + GELU, the best config
+# of a 20,000-row table, at an epoch where its validation loss had swung up (it moves 2x from one
+# epoch to the next there): replayed over 5 tables, 4 is within 0.011 of the median rule's pick
+# on all of them (3: about 0.05 worse on one), for 0.9-3.3 FTE more than 3.
 REDUCTION_FACTOR = 4
 
 
