@@ -227,6 +227,10 @@ def _given(*, population: int | str | None, search_rows: int | str | None, unset
               help="Seeds to confirm the best configs over.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="Configs to confirm (plus PyTorch's default).")
+@click.option("--no-race", is_flag=True,
+              help="Confirm every config on every seed in one batched round, none dropped "
+                   "early: more training, fewer rounds (faster where nobody would leave the "
+                   "race, as on noisy targets).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="auto: CUDA when there is a GPU.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1),
@@ -245,7 +249,7 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
            epochs: int, lr: float, depth: int | None, width: int | None, inits: str | None,
            activations: str | None,
            storage: str | None, study_name: str | None, jobs: int, population: int | str | None,
-           search_rows: int | str | None, seeds: int, top_k: int,
+           search_rows: int | str | None, seeds: int, top_k: int, no_race: bool,
            device: str, seed: int, no_wait: bool, no_prescreen: bool, prescreen_space: bool,
            as_json: bool) -> None:  # fmt: skip
     """Search initializers x activations for a model on your data.
@@ -311,8 +315,8 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
             progress.finish(run.study)
             _note(f"confirming the top {top_k} config(s) and PyTorch's default over "
                   f"{seeds} seed(s)...")  # fmt: skip
-            rec = confirm_once(run, seeds=seeds, top_k=top_k, wait=not no_wait,
-                               on_wait=_waiting_note())  # fmt: skip
+            rec = confirm_once(run, seeds=seeds, top_k=top_k, race=not no_race,
+                               wait=not no_wait, on_wait=_waiting_note())  # fmt: skip
         _note_confirmer(run.study)
     except NoRecommendation as nothing:  # a result, not an input error: show it, exit 3
         progress.finish()

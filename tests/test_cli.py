@@ -542,3 +542,17 @@ def test_installed_entry_point(tmp_path: Path) -> None:
     assert bad.stderr.splitlines() == [
         f"error: file not found: {str(tmp_path / 'missing.csv')!r}; check the path."
     ]
+
+
+def test_no_race_confirms_every_config_on_every_seed(storage: str) -> None:
+    """``--no-race``: PyTorch's default diverges on a 20-layer net, which would drop it from the
+    race after its first round; without the race it still trains on all three seeds."""
+    args = ("search", "--data", BREAST_CANCER, "--storage", storage, *TINY, "--seeds", "3",
+            "--depth", "20", "--inits", "kaiming_normal", "--activations", "relu", "--json")
+    raced = json.loads(ok(*args, "--study-name", "raced").stdout)["recommendation"]["ranking"]
+    full = json.loads(ok(*args, "--study-name", "full", "--no-race").stdout)
+    ranking = full["recommendation"]["ranking"]
+    default = next(r for r in ranking if r["label"] == "default + relu")
+    assert default["diverged"] > 0 and default["dropped"] is None
+    assert all(r["seeds"] == [1000, 1001, 1002] for r in ranking)
+    assert any(len(r["seeds"]) < 3 for r in raced)  # the race stopped early on the same data
