@@ -91,16 +91,22 @@ MAX_ROWS = 10  # rows of the ranking table in text output (the JSON has them all
 
 
 def _ranking_table(rec: Recommendation) -> list[str]:
+    """The ranking as aligned columns; why a config diverged or left the race comes last, so a
+    long reason does not push the other columns out of line."""
     metric = records.metric_label(rec.metric_name)
-    rows = [("rank", "init", "activation", "slope", "val loss (mean ± std)", metric)]
+    rows = [("rank", "init", "activation", "slope", "val loss (mean ± std)", metric, "seeds",
+             "note")]  # fmt: skip
     for index, ranked in enumerate(rec.ranking[:MAX_ROWS], start=1):
         config = ranked.config
         rows.append((
             str(index), config.init, config.activation,
             "" if config.leaky_slope is None else f"{config.leaky_slope:.3g}",
-            ranked.evidence(),
+            ranked.loss_text(),
             records.format_pm(ranked.metric_mean, ranked.metric_std, missing="-"),
+            str(len(ranked.values)), ranked.divergence() or ranked.dropped or "",
         ))  # fmt: skip
+    if not any(row[-1] for row in rows[1:]):
+        rows = [row[:-1] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if len(rec.ranking) > MAX_ROWS:

@@ -287,6 +287,7 @@ def rows_experiment(sizes: Sequence[int], rows: int, tasks: Sequence[str], workd
 def replay(
     objective: Objective, table: Table, pruner: optuna.pruners.BasePruner, n_trials: int,
     sampler_seed: int, prescreen: str | None = None, population: int = 1,
+    search_epochs: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A search replayed against ``table``: what ``SearchRun.optimize`` would do, untrained.
 
@@ -297,6 +298,8 @@ def replay(
     added; the space probed up front and its two best queued). A sampled config whose probe
     collapses stops at 0 steps in all of them. ``population``: trials asked per round and
     trained as one group (the built-in MLP's), as ``population_search`` does.
+    ``search_epochs``: a trial past the pruner's rungs ends at this epoch, its value the
+    validation loss there (a search at lower fidelity than the confirmation's full budget).
     """
     from autoinit._probe import prescreen_study, probe_configs, probe_space
     from autoinit._probe._screen import params_of
@@ -342,10 +345,12 @@ def replay(
             elif not _told_twin(study, trial, outcome):
                 (later if any(c == config for _, c in members) else members).append(
                     (trial, config))  # fmt: skip
-        spent += _train_round(study, members, table, objective.seed, outcome)
+        cap = search_epochs and search_epochs * objective.data.steps_per_epoch
+        spent += _train_round(study, members, table, objective.seed, outcome, cap)
         for trial, config in later:  # its twin has finished: reuse it, or train it alone
             if not _told_twin(study, trial, outcome):
-                spent += _train_round(study, [(trial, config)], table, objective.seed, outcome)
+                spent += _train_round(study, [(trial, config)], table, objective.seed, outcome,
+                                      cap)  # fmt: skip
     full_steps = objective.budget.epochs * objective.data.steps_per_epoch
     complete = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: t.value)  # fmt: skip
@@ -369,11 +374,12 @@ def _told_twin(study: optuna.Study, trial: optuna.Trial, outcome: dict[str, int]
 
 
 def _train_round(study: optuna.Study, members: list[tuple[optuna.Trial, Config]], table: Table,
-                 seed: int, outcome: dict[str, int]) -> int:  # fmt: skip
+                 seed: int, outcome: dict[str, int], cap: int | None = None) -> int:  # fmt: skip
     """The members' runs replayed as one batched group: after each epoch every member still
     training reports, in order, and the pruner judges it; the trials are told at the end.
-    Returns the steps spent."""
-    runs = {trial.number: table.get(config, seed) for trial, config in members}
+    ``cap``: the runs end at this step (see :func:`replay`'s ``search_epochs``). Returns the
+    steps spent."""
+    runs = {trial.number: _capped(table.get(config, seed), cap) for trial, config in members}
     stopped: dict[int, int] = {}  # trial number -> the step the pruner stopped it at
     for index in range(max((len(r.reports) for r in runs.values()), default=0)):
         for trial, _ in members:
@@ -402,6 +408,14 @@ def _train_round(study: optuna.Study, members: list[tuple[optuna.Trial, Config]]
             outcome["complete"] += 1
             study.tell(trial, run.value)
     return spent
+
+
+def _capped(run: Run, cap: int | None) -> Run:
+    """``run`` as if it had ended at step ``cap``: a guard stop after that never happened."""
+    if cap is None or run.steps <= cap:
+        return run
+    reports = [(step, value) for step, value in run.reports if step <= cap]
+    return Run(reports, cap, reports[-1][1], math.nan, None)
 
 
 def _twin(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
@@ -456,10 +470,10 @@ def pruner_candidates(steps_per_epoch: int, epochs: int) -> dict[str, Callable[[
 
 def pruners_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_trials: int,
                        epochs: int, sampler_seeds: Sequence[int], cache_dir: Path | None = None,
-                       only: Sequence[str] | None = None,
-                       population: int = 1) -> dict[str, Any]:  # fmt: skip
+                       only: Sequence[str] | None = None, population: int = 1,
+                       search_epochs: int | None = None) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "population": population,
-                           "datasets": {}}  # fmt: skip
+                           "search_epochs": search_epochs, "datasets": {}}  # fmt: skip
     for name, (model_fn, data, rows) in datasets.items():
         objective, table = _cached(model_fn, data, rows, epochs, cache_dir and (
             cache_dir / f"{name}_{rows}_{epochs}.pickle"))  # fmt: skip
@@ -470,7 +484,8 @@ def pruners_experiment(datasets: dict[str, tuple[Callable, Any, int | None]], n_
                 continue
             runs = []
             for seed in sampler_seeds:
-                result = replay(objective, table, make(), n_trials, seed, population=population)
+                result = replay(objective, table, make(), n_trials, seed, population=population,
+                                search_epochs=search_epochs)  # fmt: skip
                 pick, metric = confirmed(table, result["top"])
                 runs.append({**{k: v for k, v in result.items() if k not in ("top", "completed")},
                              "top": [c.label for c in result["top"]], "pick": pick.label,
@@ -786,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--pruners", default=None)
     parser.add_argument("--population", type=int, default=1, help="pruners: trials a round")
+    parser.add_argument("--search-epochs", type=int, default=None,
+                        help="pruners: the search trials end at this epoch")
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
@@ -842,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
             result = pruners_experiment(datasets, args.trials, args.epochs, range(args.seeds),
                                         args.workdir,
                                         args.pruners.split(",") if args.pruners else None,
-                                        args.population)  # fmt: skip
+                                        args.population, args.search_epochs)  # fmt: skip
     result["seconds"] = time.perf_counter() - start
     output = args.output or RESULTS / f"cost_study_{args.experiment}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -312,3 +312,31 @@ def test_a_replayed_round_judges_every_member_and_spends_their_steps():
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.PRUNED) == 2
     assert all(t.intermediate_values for t in study.trials)  # every member reported
+
+
+def test_a_replayed_search_capped_at_fewer_epochs_ends_its_trials_there():
+    """``search_epochs`` in the replay: a trial past the rung ends at the cap, valued at its
+    loss there; a guard stop after the cap never happens, one before it still counts."""
+    import optuna
+
+    from autoinit import study as studies
+    from autoinit.space import Config
+    from benchmarks.cost_study import Run, _train_round
+
+    def run(first: float, steps: int = 100, stop: str | None = None) -> Run:
+        reports = [(s, first / (s // 10)) for s in range(10, steps + 1, 10)]
+        return Run(reports, steps, reports[-1][1], 0.0, stop)
+
+    configs = [Config(init, "relu") for init in ("normal", "orthogonal", "xavier_normal")]
+    runs = dict(zip(configs, [run(1.0), run(0.5, steps=80, stop="exploding"),
+                              run(0.2, steps=30, stop="vanishing")]))  # fmt: skip
+    table = type("Fixed", (), {"get": lambda self, config, seed: runs[config]})()
+    study = optuna.create_study(pruner=studies.SuccessiveHalving(10, 4, 100))
+    outcome = dict.fromkeys(("complete", "pruner", "guard", "twin"), 0)
+    members = [(study.ask(), config) for config in configs]
+    spent = _train_round(study, members, table, 0, outcome, cap=50)  # type: ignore[arg-type]
+    assert outcome == {"complete": 2, "pruner": 0, "guard": 1, "twin": 0}
+    assert spent == 50 + 50 + 30
+    normal, orthogonal, _ = study.trials
+    assert normal.value == 1.0 / 5 and orthogonal.value == 0.5 / 5  # the loss at step 50
+    assert max(normal.intermediate_values) == 50

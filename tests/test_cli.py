@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import logging
 import subprocess
 import sys
@@ -150,8 +151,9 @@ def test_search_with_defaults_reports_target_task_table_and_next_steps(
     assert "Recommended: " in out
     assert "lower validation loss than the default" in out or "default diverged" in out
     header = next(line for line in out.splitlines() if line.startswith("rank"))
-    assert header.split() == ["rank", "init", "activation", "slope", "val", "loss", "(mean", "±",
-                              "std)", "accuracy"]  # fmt: skip
+    assert header.split()[:11] == ["rank", "init", "activation", "slope", "val", "loss", "(mean",
+                                   "±", "std)", "accuracy", "seeds"]  # fmt: skip
+    assert header.split()[11:] in ([], ["note"])  # a note only where one config has one
     assert "default" in out and "relu" in out  # PyTorch's default is always in the table
     assert "3 trials: " in out and "Stopped early: " in out
     assert f"Study '{name}' stored in {storage}" in out
@@ -556,3 +558,32 @@ def test_no_race_confirms_every_config_on_every_seed(storage: str) -> None:
     assert default["diverged"] > 0 and default["dropped"] is None
     assert all(r["seeds"] == [1000, 1001, 1002] for r in ranking)
     assert any(len(r["seeds"]) < 3 for r in raced)  # the race stopped early on the same data
+
+
+def test_ranking_table_keeps_columns_aligned_when_a_config_left_the_race() -> None:
+    """Why a config left the race or diverged is long: it goes in a last column, so the metric
+    and seed counts of every row stay under their headers."""
+    from autoinit.cli_output import _ranking_table
+    from autoinit.recommendation import Ranked, Recommendation
+    from autoinit.space import PYTORCH_DEFAULT, Config
+
+    seeds = (1000, 1001, 1002)
+    winner = Ranked(Config("lsuv", "mish"), (0.19, 0.2, 0.21), (0.93, 0.94, 0.92), seeds=seeds)
+    default = Ranked(PYTORCH_DEFAULT, (0.21, 0.22, 0.2), (0.91, 0.9, 0.92), seeds=seeds)
+    left = Ranked(Config("orthogonal", "mish"), (0.27, 0.3), (0.94, 0.93), seeds=seeds[:2],
+                  dropped="out after seed 2: +0.0614 vs the leader over 2 seeds (t-test, 95%, 3 df)")
+    diverged = Ranked(Config("normal", "tanh"), (math.inf,), (None,), ("exploding gradient",),
+                      seeds[:1], dropped="out after seed 1: it diverged")  # fmt: skip
+    rec = Recommendation(winner.config, (winner, default, left, diverged), default, seeds,
+                         "accuracy")  # fmt: skip
+    header, *rows = _ranking_table(rec)
+    at = {name: header.index(name) for name in ("accuracy", "seeds", "note")}
+    by_config = {row.split()[1] + " " + row.split()[2]: row for row in rows}
+    assert by_config["orthogonal mish"][at["accuracy"]:].startswith("0.935")
+    assert by_config["orthogonal mish"][at["seeds"]:].startswith("2 ")
+    assert by_config["orthogonal mish"][at["note"]:].startswith("out after seed 2: +0.0614")
+    assert by_config["lsuv mish"][at["seeds"]:].rstrip() == "3"  # no note: nothing after
+    assert by_config["normal tanh"][at["seeds"]:].startswith("1 ")
+    assert "diverged on its seed 1000 (exploding gradient)" in by_config["normal tanh"]
+    no_notes = Recommendation(winner.config, (winner, default), default, seeds, "accuracy")
+    assert "note" not in _ranking_table(no_notes)[0]
