@@ -94,8 +94,8 @@ def _ranking_table(rec: Recommendation) -> list[str]:
     """The ranking as aligned columns; why a config diverged or left the race comes last, so a
     long reason does not push the other columns out of line."""
     metric = records.metric_label(rec.metric_name)
-    rows = [("rank", "init", "activation", "slope", "val loss (mean ± std)", metric, "seeds",
-             "note")]  # fmt: skip
+    rows: list[tuple[str, ...]] = [("rank", "init", "activation", "slope", "val loss (mean ± std)",
+                                    metric, "seeds", "note")]  # fmt: skip
     for index, ranked in enumerate(rec.ranking[:MAX_ROWS], start=1):
         config = ranked.config
         rows.append((
@@ -119,8 +119,11 @@ def _result_text(study: optuna.Study, rec: Recommendation, storage_url: str) -> 
 
     lines = ["", str(rec), ""]
     if rec.ranking:
-        if rec.confirmed:
+        if rec.confirmed and rec.full_race:
             lines.append(f"Confirmed over {_plural(len(rec.seeds), 'seed')}:")
+        elif rec.confirmed:
+            lines.append(f"Raced over up to {_plural(len(rec.seeds), 'seed')} (a config leaves "
+                         "once it is clearly worse; seeds: how many each got):")  # fmt: skip
         else:
             lines.append("Ranked by the search trials (one seed each, not confirmed):")
         lines += [*_ranking_table(rec), ""]

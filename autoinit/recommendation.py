@@ -243,34 +243,53 @@ class Recommendation:
                 f"The best single trial is {trial}{quote(self.config.label)}: "
                 f"{self._scores(winner)}."
             )
-        seeds = ", ".join(str(s) for s in self.seeds)
+        seeds = self.over(winner)
         evidence = f"validation loss {winner.loss_text()}"
         default = self.default
         if default is None:
-            return f"Use {quote(self.config.label)}: {evidence} over seeds {seeds}."
+            return f"Use {quote(self.config.label)}: {evidence} over {seeds}."
         name = f"PyTorch's default ({quote(default.config.label)})"
         if default.config == self.config:
-            return (
-                f"Keep PyTorch's default: no configuration beat it ({evidence} over seeds {seeds})."
-            )
+            return f"Keep PyTorch's default: no configuration beat it ({evidence} over {seeds})."
+        # The race may give the default fewer seeds than the winner: each says its own then.
+        same = self.seeds_of(default) == self.seeds_of(winner)
+        own = "" if same else f" over {self.over(default)}"
         if default.n_diverged == len(default.values):
             return (
-                f"Use {quote(self.config.label)}: {evidence} over seeds {seeds}. {name} "
-                f"{default.divergence(quote)}; the winner trained on all."
+                f"Use {quote(self.config.label)}: {evidence} over {seeds}. {name} "
+                f"{default.divergence(quote)}; the winner trained on all of its seeds."
             )
         if default.n_diverged:
             return (
-                f"Use {quote(self.config.label)}: {evidence} over seeds {seeds}, against "
-                f"{default.loss_text()} for {name}, which {default.divergence(quote)}."
+                f"Use {quote(self.config.label)}: {evidence} over {seeds}, against "
+                f"{default.loss_text()}{own} for {name}, which {default.divergence(quote)}."
             )
         gain = ""
         if self.improvement is not None and self.improvement_pct is not None:
             direction = "lower" if self.improvement >= 0 else "higher"
             gain = f"; {abs(self.improvement):.3g} {direction} ({abs(self.improvement_pct):.1f}%)"
+        if own:
+            return (f"Use {quote(self.config.label)}: {evidence} over {seeds}, against "
+                    f"{default.loss_text()}{own} for {name}{gain}.")  # fmt: skip
         return (
             f"Use {quote(self.config.label)}: {evidence} against {default.loss_text()} for "
-            f"{name} over seeds {seeds}{gain}."
+            f"{name} over {seeds}{gain}."
         )
+
+    def seeds_of(self, ranked: Ranked) -> tuple[int, ...]:
+        """The seeds ``ranked`` trained on: fewer than :attr:`seeds` when the race dropped it, or
+        ended (its leader alone) before the last seed. Records from before the race list none."""
+        return ranked.seeds or self.seeds[: len(ranked.values)]
+
+    def over(self, ranked: Ranked) -> str:
+        """``"seeds 1000, 1001"``: what ``ranked``'s mean ± std is over."""
+        seeds = self.seeds_of(ranked)
+        return f"seed{'s' if len(seeds) != 1 else ''} {', '.join(str(s) for s in seeds)}"
+
+    @property
+    def full_race(self) -> bool:
+        """Whether every confirmed config trained on every seed (no race cut it short)."""
+        return all(len(self.seeds_of(r)) == len(self.seeds) for r in self.ranking)
 
     def _scores(self, ranked: Ranked) -> str:
         text = f"validation loss {records.format_pm(ranked.mean, None)}"
@@ -292,14 +311,13 @@ class Recommendation:
             lines += [f"  {r.config.label}: {r.evidence()}" for r in self.ranking]
             return "\n".join(lines)
         metric = winner.metric_mean
-        seeds = ", ".join(str(s) for s in self.seeds)
         first = f"Recommended: {self.config.label}" if self.confirmed else self.headline()
         lines = [
             first,
             f"  validation loss {winner.loss_text()}"
             + (f", {records.metric_label(self.metric_name)} "
                f"{records.format_pm(metric, winner.metric_std)}" if metric is not None else "")
-            + f" over seed{'s' if len(self.seeds) != 1 else ''} {seeds}",
+            + f" over {self.over(winner)}",
         ]  # fmt: skip
         default = self.default
         if default is not None and default.config == self.config:
@@ -309,9 +327,14 @@ class Recommendation:
         if default is not None and default.config != self.config:
             name = f"PyTorch default ({default.config.label})"
             if not default.trained:
-                lines.append(f"  {name} {default.divergence()}; the winner trained on all")
+                lines.append(f"  {name} {default.divergence()}; the winner trained on all of "
+                             "its seeds")  # fmt: skip
             else:
-                lines.append(f"  {name}: validation loss {default.evidence()}")
+                own = self.seeds_of(default) != self.seeds_of(winner)
+                why = default.divergence() or default.dropped
+                lines.append(f"  {name}: validation loss {default.loss_text()}"
+                             + (f" over {self.over(default)}" if own else "")
+                             + (f"; {why}" if why else ""))  # fmt: skip
             if self.improvement_pct is not None:
                 lines.append(
                     f"  {self.improvement_pct:+.1f}% lower validation loss than the default"

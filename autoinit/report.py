@@ -66,7 +66,7 @@ def _evidence_table(rec: Recommendation) -> list[list[_Text]]:
     if not rows:
         return []
     metric = records.metric_label(rec.metric_name)
-    table = [[_plain(h) for h in ("", "configuration", "validation loss", metric)]]
+    table = [[_plain(h) for h in ("", "configuration", "validation loss", metric, "seeds")]]
     for role, ranked in rows:
         loss = _plain(ranked.loss_text())
         if ranked.n_diverged:  # the stored stop reasons are study text: quoted
@@ -76,6 +76,7 @@ def _evidence_table(rec: Recommendation) -> list[list[_Text]]:
             _Text("$label", {"label": ranked.config.label}),
             loss,
             _plain(records.format_pm(ranked.metric_mean, ranked.metric_std, missing="n/a")),
+            _plain(", ".join(str(seed) for seed in rec.seeds_of(ranked))),  # the race may cut
         ])  # fmt: skip
     return table
 

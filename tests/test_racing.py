@@ -85,6 +85,35 @@ def test_the_race_pools_the_spread_so_a_clear_loser_leaves_after_two_seeds():
     assert len(objective.calls) == 4 + 4 + 3
 
 
+def test_a_race_cut_short_says_how_many_seeds_each_config_got_everywhere():
+    """The leader is alone after two seeds, so the race ends there: every display says the
+    winner's mean is over seeds 1000 and 1001, not over the three that were planned."""
+    from autoinit.cli_output import _ranking_table
+    from autoinit.plots import plot_confirmation
+    from autoinit.recommendation import Recommendation
+    from autoinit.report import _evidence_table
+
+    losses = {A: [0.20, 0.21, 0.2], B: [0.40, 0.42, 0.4], D: [0.30, 0.33, 0.3]}
+    ranking = _rank(_race(ScriptedObjective(losses), [A, B, D], SEEDS, race=True))
+    default = next(r for r in ranking if r.config == D)
+    rec = Recommendation(A, ranking, default, SEEDS, "accuracy", "cut")
+    assert ranking[0].seeds == (1000, 1001) and not rec.full_race
+    assert "over seeds 1000, 1001;" in rec.headline() and "1002" not in rec.headline()
+    assert "over seeds 1000, 1001" in str(rec) and "1002" not in str(rec)
+    table = _ranking_table(rec)
+    assert [row.split()[-1] for row in table[1:]][:1] == ["2"]  # the winner's seeds column
+    assert _evidence_table(rec)[1][-1].render(str) == "1000, 1001"  # the report's row
+    study = optuna.create_study(study_name="cut")
+    rec.store(study)
+    assert "confirmed over seeds 1000, 1001:" in rec.explain(study)
+    figure = plot_confirmation(study)
+    assert figure.layout.title.text == "Confirmation over seeds (up to 3 seeds)"
+    assert "kaiming_normal + relu (2 of 3 seeds)" in figure.data[0].y
+    full = Recommendation(A, _rank(_race(ScriptedObjective(losses), [A, B, D], SEEDS,
+                                         race=False)), default, SEEDS, "accuracy")  # fmt: skip
+    assert full.full_race and "over seeds 1000, 1001, 1002" in str(full)
+
+
 def test_the_pooled_spread_is_the_paired_tests_for_two_configs_and_ignores_block_effects():
     values, leader = [0.31, 0.52, 0.40], [0.20, 0.21, 0.26]
     gaps = [v - lead for v, lead in zip(values, leader)]

@@ -97,22 +97,23 @@ def _winner_lines(rec: Recommendation, trials: Sequence[FrozenTrial]) -> list[st
     else:
         lines.append("  - no step-0 probe was recorded for it.")
     winner, default = rec.winner, rec.default
-    seeds = ", ".join(str(s) for s in rec.seeds)
+    seeds = rec.over(winner)
     if not rec.confirmed:
         lines.append(f"  - not confirmed over seeds: its single search trial had validation loss "
                      f"{records.format_pm(winner.mean, None)}.")  # fmt: skip
     elif default is None:
-        lines.append(f"  - confirmed over seeds {seeds}: validation loss {winner.loss_text()}.")
+        lines.append(f"  - confirmed over {seeds}: validation loss {winner.loss_text()}.")
     elif default.config == rec.config:
-        lines.append(f"  - it is PyTorch's default, and no configuration beat it over seeds "
+        lines.append(f"  - it is PyTorch's default, and no configuration beat it over "
                      f"{seeds} ({winner.loss_text()}).")  # fmt: skip
     elif default.n_diverged:
-        lines.append(f"  - confirmed over seeds {seeds}: validation loss {winner.loss_text()}; "
+        lines.append(f"  - confirmed over {seeds}: validation loss {winner.loss_text()}; "
                      f"PyTorch's default ({default.config.label}) {default.divergence()}.")
     else:
         gain = f", {rec.improvement_pct:.1f}% lower" if rec.improvement_pct is not None else ""
-        lines.append(f"  - confirmed over seeds {seeds}: validation loss {winner.loss_text()} "
-                     f"against {default.loss_text()} for PyTorch's default "
+        own = "" if rec.seeds_of(default) == rec.seeds_of(winner) else f" over {rec.over(default)}"
+        lines.append(f"  - confirmed over {seeds}: validation loss {winner.loss_text()} "
+                     f"against {default.loss_text()}{own} for PyTorch's default "
                      f"({default.config.label}){gain}.")  # fmt: skip
     return lines
 

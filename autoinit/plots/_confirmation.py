@@ -29,6 +29,7 @@ class _ConfirmationInfo(NamedTuple):
     is_default: list[bool]  # PyTorch's default configuration
     diverged: list[str | None]  # "diverged on 2 of 3 seeds (...)", or None
     seeds: list[int]
+    full: bool  # every config trained on every seed
 
 
 def _get_confirmation_info(study: optuna.Study) -> _ConfirmationInfo | None:
@@ -37,14 +38,18 @@ def _get_confirmation_info(study: optuna.Study) -> _ConfirmationInfo | None:
     if not rec.confirmed or not rec.ranking:
         return None
     default = rec.default.config if rec.default else None
+    n = len(rec.seeds)
+    counts = [len(rec.seeds_of(r)) for r in rec.ranking]  # the race may cut a config short
     return _ConfirmationInfo(
-        labels=[r.config.label for r in rec.ranking],
+        labels=[r.config.label + (f" ({k} of {n} seeds)" if k < n else "")
+                for r, k in zip(rec.ranking, counts)],  # fmt: skip
         means=[records.finite_or_none(r.mean) for r in rec.ranking],
         stds=[r.std for r in rec.ranking],
         values=[[records.finite_or_none(v) for v in r.values] for r in rec.ranking],
         is_default=[r.config == default for r in rec.ranking],
         diverged=[r.divergence() for r in rec.ranking],
         seeds=list(rec.seeds),
+        full=rec.full_race,
     )
 
 
@@ -59,7 +64,7 @@ def plot_confirmation(study: optuna.Study) -> go.Figure:
     if info is None:
         return _figure(title, message="No confirmation over seeds was run.")
     fig = _figure(
-        f"{title} ({len(info.seeds)} seeds)",
+        f"{title} ({'' if info.full else 'up to '}{len(info.seeds)} seeds)",
         xaxis={"title": "validation loss (mean ± std)"},
         yaxis={"autorange": "reversed", "type": "category"},
     )
