@@ -260,7 +260,7 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
     sequences, deep enough by default that the init decides whether it trains.
     Rerunning the same command resumes the study up to --trials finished trials.
     """
-    from autoinit._recommend import confirm_once
+    from autoinit._recommend import confirm_once, top_configs
     from autoinit._search import prepare_search
     from autoinit.data import load_data
     from autoinit.models import check_activations, choose_model, is_builtin
@@ -313,8 +313,11 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
         with _quiet_interrupt(), _sigterm_as_interrupt():
             run.optimize(callbacks=[progress])
             progress.finish(run.study)
-            _note(f"confirming the top {top_k} config(s) and PyTorch's default over "
-                  f"{seeds} seed(s)...")  # fmt: skip
+            found = len(top_configs(run.study, top_k))  # none: NoRecommendation says why
+            if found:
+                how = f"over {seeds}" if no_race else f"in a race over up to {seeds}"
+                _note(f"confirming the top {found} config(s) and PyTorch's default {how} "
+                      "seed(s)...")  # fmt: skip
             rec = confirm_once(run, seeds=seeds, top_k=top_k, race=not no_race,
                                wait=not no_wait, on_wait=_waiting_note())  # fmt: skip
         _note_confirmer(run.study)

@@ -147,6 +147,7 @@ def test_search_with_defaults_reports_target_task_table_and_next_steps(
     assert "target: 'diagnosis' (the last column" in notes
     assert "task: target 'diagnosis' is text with 2 distinct values -> classification" in notes
     assert "trials: 100%" in notes and "pruned=" in notes and "best=" in notes  # the progress bar
+    assert "and PyTorch's default in a race over up to" in notes
     out = result.stdout
     assert "Recommended: " in out
     assert "lower validation loss than the default" in out or "default diverged" in out
@@ -370,6 +371,7 @@ def test_the_advice_when_nothing_trains_names_real_options(storage: str) -> None
                     "--inits", "normal", "--activations", "relu", "--depth", "20",
                     "--study-name", "nothing")  # fmt: skip
     assert result.exit_code == 3 and "--lr" in result.output
+    assert "confirming" not in result.stderr  # nothing completed: there is nothing to confirm
 
 
 def test_prescreen_flags(storage: str) -> None:
