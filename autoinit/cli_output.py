@@ -102,7 +102,7 @@ def _ranking_table(rec: Recommendation) -> list[str]:
             str(index), config.init, config.activation,
             "" if config.leaky_slope is None else f"{config.leaky_slope:.3g}",
             ranked.loss_text(),
-            records.format_pm(ranked.metric_mean, ranked.metric_std, missing="-"),
+            ranked.metric_text("-"),
             str(len(ranked.values)), ranked.divergence() or ranked.dropped or "",
         ))  # fmt: skip
     if not any(row[-1] for row in rows[1:]):

@@ -78,6 +78,12 @@ class Ranked:
         known = [m for m in self.metrics if m is not None]
         return statistics.stdev(known) if len(known) > 1 else (0.0 if known else None)
 
+    def metric_text(self, missing: str) -> str:
+        """The metric over seeds as printed everywhere (``missing`` when none was measured)."""
+        known = sum(m is not None for m in self.metrics)
+        spread = self.metric_std if known > 1 else None  # one seed has no spread
+        return records.format_pm(self.metric_mean, spread, missing=missing)
+
     def divergence(self, quote: Quote = _same) -> str | None:
         """``"diverged on 2 of 3 seeds (vanishing gradient at step 30)"``; None if it never did."""
         if not self.n_diverged:
@@ -94,8 +100,8 @@ class Ranked:
 
     def loss_text(self) -> str:
         """The validation loss over seeds as printed everywhere: ``0.1224 ± 0.028`` or why not."""
-        if not self.n_diverged:
-            return records.format_pm(self.mean, self.std)
+        if not self.n_diverged:  # one seed has no spread: no "± 0"
+            return records.format_pm(self.mean, self.std if len(self.values) > 1 else None)
         trained = self.trained
         if not trained:
             return "diverged"
@@ -315,8 +321,8 @@ class Recommendation:
         lines = [
             first,
             f"  validation loss {winner.loss_text()}"
-            + (f", {records.metric_label(self.metric_name)} "
-               f"{records.format_pm(metric, winner.metric_std)}" if metric is not None else "")
+            + (f", {records.metric_label(self.metric_name)} {winner.metric_text('-')}"
+               if metric is not None else "")
             + f" over {self.over(winner)}",
         ]  # fmt: skip
         default = self.default

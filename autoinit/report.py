@@ -75,7 +75,7 @@ def _evidence_table(rec: Recommendation) -> list[list[_Text]]:
             _plain(role),
             _Text("$label", {"label": ranked.config.label}),
             loss,
-            _plain(records.format_pm(ranked.metric_mean, ranked.metric_std, missing="n/a")),
+            _plain(ranked.metric_text("n/a")),
             _plain(", ".join(str(seed) for seed in rec.seeds_of(ranked))),  # the race may cut
         ])  # fmt: skip
     return table

@@ -55,6 +55,17 @@ def test_diverged_runs_count_as_infinite_and_stay_json_safe():
     assert Ranked.from_dict(data).values[0] == math.inf
 
 
+def test_one_seed_shows_no_spread_rather_than_plus_or_minus_zero():
+    """One seed has no seed-to-seed spread: "0.1409", not "0.1409 ± 0" (which reads as none)."""
+    one = Ranked(Config("lecun_normal", "selu"), (0.1409,), (0.9386,), seeds=(1000,))
+    two = Ranked(Config("default", "relu"), (0.2, 0.3), (0.9, 0.8), seeds=(1000, 1001))
+    assert one.loss_text() == "0.1409" and one.metric_text("-") == "0.9386"
+    assert two.loss_text() == "0.25 ± 0.071" and two.metric_text("-") == "0.85 ± 0.071"
+    rec = Recommendation(one.config, (one,), None, (1000,), "accuracy")
+    assert "± 0" not in str(rec) and "validation loss 0.1409, accuracy 0.9386" in str(rec)
+    assert Ranked(Config("normal", "relu"), (0.2,), (None,)).metric_text("n/a") == "n/a"
+
+
 def test_from_study_without_confirmation_reads_the_trials(blobs, small_mlp, storage_url):
     study = search(small_mlp, blobs, n_trials=4, epochs=2, storage=storage_url)
     rec = Recommendation.from_study(study)
