@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Union
 
 import optuna
@@ -28,7 +28,7 @@ from autoinit.monitor import LOSS_BOUND_FACTOR, PRUNER, DivergenceGuard, SignalP
 
 __all__ = [
     "LOSS_BOUND_FACTOR", "OPTIMIZERS", "TASKS", "Budget", "DataLike", "RunResult", "TrainingData",
-    "default_loss", "evaluate", "fit", "infer_task", "prepare_data", "run",
+    "default_loss", "evaluate", "fit", "infer_task", "make_optimizer", "prepare_data", "run",
 ]  # fmt: skip
 
 DataLike = Union[DataLoader[Any], Dataset[Any], tuple[Any, ...], list[Any], TensorDataset]
@@ -36,6 +36,22 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
 TASKS = ("classification", "regression")
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def make_optimizer(budget: Budget, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """The budget's optimizer, fused where PyTorch has a kernel for the device and version.
+
+    On a CPU the default Adam updates each tensor in a Python loop: for the 8 x 64 MLP at batch
+    64, a whole training step took 1.0 ms with it and 0.6 ms fused (the same update up to
+    rounding). A population's stacked tensors gain more (3x for the optimizer step).
+    """
+    cls, params = OPTIMIZERS[budget.optimizer], list(params)
+    if all(p.is_floating_point() for p in params):  # complex: the kernel refuses at the 1st step
+        try:
+            return cls(params, lr=budget.lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/version
+            pass
+    return cls(params, lr=budget.lr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,7 +433,7 @@ def _loop(
     progress: _Progress,
 ) -> Stop | None:
     """The loop itself; returns why it stopped early, or None. Progress goes into ``progress``."""
-    optimizer = OPTIMIZERS[budget.optimizer](model.parameters(), lr=budget.lr)
+    optimizer = make_optimizer(budget, model.parameters())
     shuffle = torch.Generator().manual_seed(seed)
     max_steps = budget.max_steps or math.inf
     epochs = budget.epochs or math.inf

@@ -1,23 +1,10 @@
-"""The optimizer over the stacked tensors, and its state when members leave the stack."""
+"""The optimizer state of the members that leave the stack (``train.make_optimizer`` builds it)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-
-from autoinit.train import OPTIMIZERS, Budget
-
-
-def _optimizer(budget: Budget, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    """The budget's optimizer over the stacked tensors: each element has its own state, so each
-    member has its own moments. The fused implementation where PyTorch has one for the device
-    (3x faster than the default for Adam on a CPU; the same update up to rounding)."""
-    cls = OPTIMIZERS[budget.optimizer]
-    try:
-        return cls(params, lr=budget.lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or version
-        return cls(params, lr=budget.lr)
 
 
 def _keep_rows(

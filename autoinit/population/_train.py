@@ -16,11 +16,10 @@ from autoinit.population._batchable import can_batch
 from autoinit.population._evaluate import _evaluate_stack
 from autoinit.population._guard import _Guard
 from autoinit.population._limits import GuardLimits, GuardOption
-from autoinit.population._optim import _optimizer
 from autoinit.population._results import MemberResult, OnEval
 from autoinit.population._sequential import _train_sequentially
 from autoinit.population._stack import _Stack
-from autoinit.train import Budget, TrainingData
+from autoinit.train import Budget, TrainingData, make_optimizer
 
 ENGINES = ("auto", "bmm", "vmap", "sequential")
 
@@ -165,7 +164,7 @@ class _Population:
 
     def train(self) -> list[MemberResult]:
         budget, data = self.budget, self.data
-        self.optimizer = _optimizer(budget, [p for _, p in self.stack.trainable()])
+        self.optimizer = make_optimizer(budget, [p for _, p in self.stack.trainable()])
         shared = len(set(self.seeds)) == 1 or not data.in_memory
         generators = [torch.Generator().manual_seed(s) for s in self.seeds]
         self.orders = None
