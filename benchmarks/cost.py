@@ -6,13 +6,16 @@ probes (one forward and backward pass each, counted as a step), over the steps o
 training of one config at the study's budget on all training rows. The time is the whole
 ``autoinit search`` path (``load_csv``, ``prepare_search``, ``SearchRun.optimize``,
 ``confirm_once``) over one full training of one config (``kaiming_normal`` + ReLU, all rows),
-timed in the same run: one full training before every search, the median kept.
+timed in the same run: one full training before every search, the median kept. It is timed
+twice: with autoinit's fused optimizer (``time_ratio``: autoinit's own full training) and with
+PyTorch's default Adam (``time_ratio_plain``: the full training of autoinit 0.1, and of a
+hand-written loop on a CPU).
 
 Configurations, on the same data, in one process:
 
 - ``today``: the median pruner, every row searched, one trial at a time, every confirmed config
   trained on every seed (``race=False``), one config at a time (``together=False``), no
-  pre-screen: the search of autoinit 0.1.
+  pre-screen, PyTorch's default (unfused) Adam: the search of autoinit 0.1.
 - ``new``: the defaults (the successive-halving pruner, ``search_rows``, ``population``, the
   racing confirmation, its rounds trained together, the pre-screen).
 - one run per lever with only that lever set back to today's (leave one out): each lever's
@@ -31,6 +34,7 @@ searched: the largest search before the subsample) and the bundled ``examples/*.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import statistics
@@ -38,10 +42,11 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
-from autoinit import records
+from autoinit import records, train
 from autoinit import study as studies
 from autoinit._recommend import confirm, confirm_once
 from autoinit._search import Objective, prepare_search
@@ -52,10 +57,10 @@ from benchmarks.common import target, timed
 from benchmarks.cost_study import EXAMPLES, generated_frame, load
 
 TODAY = {"pruner": "median", "search_rows": None, "population": 1, "race": False,
-         "together": False, "prescreen": False}  # fmt: skip
+         "together": False, "prescreen": False, "fused": False}  # fmt: skip
 # Leave-one-out: the new search with this lever set back to today's value. "population" is off
 # by default, so its run is the new search with population="auto" added instead.
-LEVERS = ("race", "together", "pruner", "search_rows")  # "prescreen", "population" also work
+LEVERS = ("race", "together", "pruner", "search_rows", "fused")  # "prescreen", "population" too
 ADDED = {"population": "auto"}
 REFERENCE = Config("kaiming_normal", "relu")
 
@@ -79,14 +84,33 @@ def _setting(quick: bool) -> Setting:
                    smaller=(5_000, 20_000))  # fmt: skip
 
 
+@contextlib.contextmanager
+def _optimizer(fused: bool) -> Any:
+    """Every run inside steps autoinit's fused optimizer, or with ``fused=False`` PyTorch's
+    default (on a CPU, a Python loop over the tensors: autoinit 0.1's)."""
+    plain = {name: _unfused(cls) for name, cls in train.OPTIMIZERS.items()}
+    with mock.patch.dict(train.OPTIMIZERS, {} if fused else plain):
+        yield
+
+
+def _unfused(cls: Any) -> Any:
+    return lambda params, lr, **_: cls(params, lr=lr)  # make_optimizer's fused=True dropped
+
+
 def _search(path: Path, changes: dict[str, Any], setting: Setting, storage: str,
             name: str) -> dict[str, Any]:  # fmt: skip
     """One ``autoinit search`` as the CLI runs it (its defaults with ``changes``): its cost,
     time and recommendation."""
+    with _optimizer(changes.get("fused", True)):
+        return _search_here(path, changes, setting, storage, name)
 
+
+def _search_here(path: Path, changes: dict[str, Any], setting: Setting, storage: str,
+                 name: str) -> dict[str, Any]:  # fmt: skip
     def search() -> Any:
         model_fn, data = load(path)
-        fields = {k: v for k, v in changes.items() if k not in ("pruner", "race", "together")}
+        fields = {k: v for k, v in changes.items()
+                  if k not in ("pruner", "race", "together", "fused")}  # fmt: skip
         options = SearchOptions(n_trials=setting.trials, epochs=setting.epochs, storage=storage,
                                 study_name=name, device="cpu", **fields)  # fmt: skip
         if changes.get("pruner") == "median":  # today's: its warm-up is 30% of every row's steps
@@ -152,15 +176,16 @@ def _probe_count(run: Any) -> int:
     return own + len(probe_space(objective.inits, objective.activations))
 
 
-def _full_training(path: Path, epochs: int) -> Any:
+def _full_training(path: Path, epochs: int, fused: bool = True) -> Any:
     """The time of one full training of :data:`REFERENCE` on every training row, guarded, as
-    a confirmation run trains it."""
+    a confirmation run trains it (``fused``: see :func:`_optimizer`)."""
     model_fn, data = load(path)
     prepared = prepare_data((data.X_train, data.y_train), (data.X_val, data.y_val),
                             task=data.task, seed=0)  # fmt: skip
     inits, activations = resolve_space(None, None)
     objective = Objective(model_fn, prepared, Budget(epochs=epochs), inits, activations, 0, {})
-    _, seconds = timed(objective.attempt, REFERENCE, 1000, guard={})
+    with _optimizer(fused):
+        _, seconds = timed(objective.attempt, REFERENCE, 1000, guard={})
     return seconds
 
 
@@ -181,7 +206,8 @@ def _three_seed_metric(result: dict[str, Any]) -> float | None:
     return None if any(v is None for v in values) else statistics.fmean(values)
 
 
-def _summary(result: dict[str, Any], unit: float, unit_cpu: float) -> dict[str, Any]:
+def _summary(result: dict[str, Any], unit: float, unit_cpu: float,
+             unit_plain: float | None = None) -> dict[str, Any]:  # fmt: skip
     winner = result["rec"].ranking[0]
     metrics = [m for m in winner.metrics if m is not None]
     if "metric_3_seeds" not in result:
@@ -190,6 +216,7 @@ def _summary(result: dict[str, Any], unit: float, unit_cpu: float) -> dict[str, 
         "fte": result["fte"], "search_fte": result["search_fte"],
         "confirm_fte": result["confirm_fte"], "probe_fte": result["probe_fte"],
         "seconds": result["seconds"], "time_ratio": result["seconds"] / unit,
+        "time_ratio_plain": result["seconds"] / unit_plain if unit_plain else None,
         "cpu_ratio": result["cpu"] / unit_cpu, "trials": result["trials"],
         "pruned_by_pruner": result["pruned_by_pruner"], "confirm_runs": result["confirm_runs"],
         "recommendation": winner.config.label,
@@ -201,12 +228,15 @@ def _summary(result: dict[str, Any], unit: float, unit_cpu: float) -> dict[str, 
 def _dataset(path: Path, setting: Setting, workdir: Path, levers: tuple[str, ...]) -> dict:
     storage = f"sqlite:///{workdir / (path.stem + '.db')}"
     units: list[Any] = []
+    plain: list[Any] = []
     runs: dict[str, dict[str, Any]] = {}
     _full_training(path, 1)  # a warm-up: the first training in a process pays one-off costs
     units.append(_full_training(path, setting.epochs))  # before each search: the yardstick
+    plain.append(_full_training(path, setting.epochs, fused=False))
     runs["today"] = _search(path, TODAY, setting, storage, "today")
     _progress(path, "today", runs, units)
     units.append(_full_training(path, setting.epochs))
+    plain.append(_full_training(path, setting.epochs, fused=False))
     runs["new"] = _search(path, {}, setting, storage, "new")
     _progress(path, "new", runs, units)
     for lever in levers:
@@ -221,7 +251,8 @@ def _dataset(path: Path, setting: Setting, workdir: Path, levers: tuple[str, ...
         _progress(path, lever, runs, units)
     one = statistics.median(float(u) for u in units)
     one_cpu = statistics.median(u.cpu for u in units)
-    rows = {name: _summary(result, one, one_cpu) for name, result in runs.items()}
+    one_plain = statistics.median(float(u) for u in plain)
+    rows = {name: _summary(result, one, one_cpu, one_plain) for name, result in runs.items()}
     new, today = rows["new"], rows["today"]
 
     def saved(lever: str, key: str) -> float:  # by the lever, in the new default search
@@ -232,9 +263,12 @@ def _dataset(path: Path, setting: Setting, workdir: Path, levers: tuple[str, ...
         lever, "time_ratio"), "cpu_ratio_saved": saved(lever, "cpu_ratio")} for lever in levers}
     return {
         "file": path.name, "full_training_s": one, "full_training_cpu_s": one_cpu,
-        "full_training_s_all": [float(u) for u in units], "runs": rows, "levers": shares,
+        "full_training_s_all": [float(u) for u in units], "full_training_plain_s": one_plain,
+        "full_training_plain_s_all": [float(u) for u in plain], "runs": rows, "levers": shares,
         "fte_today": today["fte"], "fte_new": new["fte"],
         "time_ratio_today": today["time_ratio"], "time_ratio_new": new["time_ratio"],
+        "time_ratio_plain_today": today["time_ratio_plain"],
+        "time_ratio_plain_new": new["time_ratio_plain"],
         "cpu_ratio_today": today["cpu_ratio"], "cpu_ratio_new": new["cpu_ratio"],
         "metric_today": today["metric_3_seeds"], "metric_new": new["metric_3_seeds"],
         "metric_gap": None if today["metric_3_seeds"] is None or new["metric_3_seeds"] is None
@@ -248,7 +282,8 @@ def _progress(path: Path, name: str, runs: dict[str, Any], units: list[Any]) -> 
                    statistics.median(u.cpu for u in units))  # fmt: skip
     print(f"  cost {path.stem} {name}: FTE {row['fte']:.2f} (search {row['search_fte']:.2f}, "
           f"confirm {row['confirm_fte']:.2f}, probes {row['probe_fte']:.2f}), time "
-          f"{row['time_ratio']:.1f}x, CPU {row['cpu_ratio']:.1f}x one training, "
+          f"{row['time_ratio']:.1f}x, CPU {row['cpu_ratio']:.1f}x one training "
+          f"({row['seconds']:.1f} s), "
           f"{row['recommendation']} {row['metric']}", file=sys.stderr, flush=True)
 
 
@@ -274,6 +309,8 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         "rows": setting.rows, "trials": setting.trials, "epochs": setting.epochs,
         "fte_today": big["fte_today"], "fte_new": big["fte_new"],
         "time_ratio_today": big["time_ratio_today"], "time_ratio_new": big["time_ratio_new"],
+        "time_ratio_plain_today": big["time_ratio_plain_today"],
+        "time_ratio_plain_new": big["time_ratio_plain_new"],
         "cpu_ratio_today": big["cpu_ratio_today"], "cpu_ratio_new": big["cpu_ratio_new"],
         "metric_gap": big["metric_gap"], "worst_metric_gap": min(gaps) if gaps else None,
         "datasets": datasets,

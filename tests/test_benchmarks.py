@@ -80,12 +80,14 @@ FIELDS = {
     "cost": {
         "rows": NUMBER, "trials": NUMBER, "epochs": NUMBER, "fte_today": NUMBER,
         "fte_new": NUMBER, "time_ratio_today": NUMBER, "time_ratio_new": NUMBER,
+        "time_ratio_plain_today": NUMBER, "time_ratio_plain_new": NUMBER,
         "cpu_ratio_today": NUMBER, "cpu_ratio_new": NUMBER, "metric_gap": OPTIONAL_NUMBER,
         "worst_metric_gap": OPTIONAL_NUMBER, "datasets": dict,
     },
 }  # fmt: skip
-COST_RUN = ("fte", "search_fte", "confirm_fte", "probe_fte", "seconds", "time_ratio", "cpu_ratio",
-            "trials", "pruned_by_pruner", "confirm_runs")  # each run of each dataset in "cost"
+COST_RUN = ("fte", "search_fte", "confirm_fte", "probe_fte", "seconds", "time_ratio",
+            "time_ratio_plain", "cpu_ratio", "trials", "pruned_by_pruner",
+            "confirm_runs")  # each run of each dataset in "cost"
 NESTED = {  # figures made of numbers: every leaf must be a number
     ("overhead", "storage"): ("autoinit_ms_per_trial", "plain_rdb_ms_per_trial", "speedup"),
     ("scaling", "epoch_by_rows"): ("rows", "depth", "epoch_s", "peak_mb", "peak_over_data"),
@@ -340,3 +342,20 @@ def test_a_replayed_search_capped_at_fewer_epochs_ends_its_trials_there():
     normal, orthogonal, _ = study.trials
     assert normal.value == 1.0 / 5 and orthogonal.value == 0.5 / 5  # the loss at step 50
     assert max(normal.intermediate_values) == 50
+
+
+def test_the_cost_benchmark_steps_autoinit_0_1s_plain_adam_for_today_and_the_fused_lever():
+    """``today`` (and the ``fused`` lever) must train as autoinit 0.1 did, with PyTorch's default
+    Adam; every other run with the fused one that ``train.make_optimizer`` gives."""
+    import torch
+
+    from autoinit.train import Budget, make_optimizer
+    from benchmarks.cost import LEVERS, TODAY, _optimizer
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    with _optimizer(fused=False):
+        assert not make_optimizer(Budget(epochs=1), [weight]).defaults.get("fused")
+    with _optimizer(fused=True):
+        assert make_optimizer(Budget(epochs=1), [weight]).defaults.get("fused")
+    assert make_optimizer(Budget(epochs=1), [weight]).defaults.get("fused")  # patch undone
+    assert TODAY["fused"] is False and "fused" in LEVERS
