@@ -131,17 +131,17 @@ def _sequential(models, data, budget, seeds, limits=DEFAULT_LIMITS):
     ]
 
 
-def _assert_matches(batched: MemberResult, result) -> None:
+def _assert_matches(batched: MemberResult, result, rtol: float = RTOL) -> None:
     assert batched.stop == result.stop
     assert batched.steps == result.steps
     assert len(batched.losses) == len(result.losses)
     torch.testing.assert_close(
-        torch.tensor(batched.losses), torch.tensor(result.losses), rtol=RTOL, atol=ATOL,
+        torch.tensor(batched.losses), torch.tensor(result.losses), rtol=rtol, atol=ATOL,
         equal_nan=True,
     )  # fmt: skip
     assert batched.grad_steps == result.grad_steps
     torch.testing.assert_close(
-        torch.tensor(batched.grad_norms), torch.tensor(result.grad_norms), rtol=RTOL, atol=ATOL,
+        torch.tensor(batched.grad_norms), torch.tensor(result.grad_norms), rtol=rtol, atol=ATOL,
         equal_nan=True,
     )  # fmt: skip
     if math.isnan(result.value):
@@ -346,8 +346,28 @@ def test_each_guard_rule_stops_the_same_members_with_the_same_words(
     expected = _sequential(models, mlp_data, budget, seeds, limits)
     results = train_population(_copies(models), mlp_data, budget, seeds=seeds, guard=limits)
     assert any(r.stop and words in r.stop.reason for r in expected)  # the rule is exercised
+    # The SGD cases blow up on purpose (losses of 1e3-1e6 at lr 1): the batched matmul adds in
+    # another order, and such runs amplify that rounding to the 4th digit. The verdicts (kind,
+    # step, words) must still be identical.
+    rtol = 3e-3 if optimizer == "sgd" else RTOL
     for batched, sequential in zip(results, expected):
-        _assert_matches(batched, sequential)
+        _assert_matches(batched, sequential, rtol)
+
+
+@pytest.mark.parametrize("engine", ["bmm", "vmap"])
+def test_each_member_model_holds_its_own_trained_weights_afterwards(mlp_data, engine):
+    """The stack writes each member's weights back into its model, in the model's own layout
+    (the bmm engine holds Linear weights transposed: a square hidden layer would take the
+    transposed matrix silently), equal to the same member trained alone."""
+    models = _members(tiny_mlp(8, 3, depth=2, width=16), seeds=range(3))
+    trained = _copies(models)
+    train_population(trained, mlp_data, Budget(epochs=2), seeds=[0, 1, 2], engine=engine)
+    for model, batched, seed in zip(models, trained, range(3)):
+        alone = copy.deepcopy(model)
+        fit(alone, mlp_data, Budget(epochs=2), seed=seed, guard=DEFAULT_LIMITS.guard())
+        for (name, mine), theirs in zip(batched.named_parameters(), alone.parameters()):
+            assert not torch.equal(mine, model.get_parameter(name)), name  # it trained
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
 
 
 def test_pruner_stops_only_its_member(mlp_data):
