@@ -156,11 +156,14 @@ class _Elementwise:
         for row, module in enumerate(modules):
             kinds.setdefault(repr(module), []).append(row)
         self.groups = [(modules[rows[0]], rows) for rows in kinds.values()]
-        # Each group one run of rows (members ordered by activation): slices and one cat instead
-        # of gathering and scattering rows (a round of 8 members of 4 activations: 1.3x faster).
+        # Each group one run of rows (members ordered by activation): one split and one cat
+        # instead of gathering and scattering rows (a round of 8 members of 4 activations: 1.3x
+        # faster). A split, not a slice per group: each slice's backward zero-fills a gradient
+        # the size of the whole batch (15% of a round's time at 12 members).
         self.runs = sorted(self.groups, key=lambda group: group[1][0])
         if any(rows != list(range(rows[0], rows[-1] + 1)) for _, rows in self.groups):
             self.runs = []
+        self.sizes = [len(rows) for _, rows in self.runs]
 
     def keep(self, rows: list[int]) -> _Elementwise:
         return _Elementwise([self.modules[i] for i in rows])
@@ -171,7 +174,8 @@ class _Elementwise:
         if h.dim() == 2:  # still one shared batch: give every member its own copy first
             h = h.expand(k, *h.shape)
         if self.runs:
-            return torch.cat([module(h[rows[0] : rows[-1] + 1]) for module, rows in self.runs])
+            parts = torch.split(h, self.sizes)
+            return torch.cat([module(part) for (module, _), part in zip(self.runs, parts)])
         out = torch.empty_like(h)
         for module, rows in self.groups:
             out[rows] = module(h[rows])
