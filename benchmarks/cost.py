@@ -319,6 +319,8 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         target("FTE of the default search, generated table", big["fte_new"], "<=", 8.0),
         target("end-to-end / one full training, generated table", big["time_ratio_new"], "<=",
                10.0),  # fmt: skip
+        target("the same / one plain-Adam training (0.1's yardstick)",
+               big["time_ratio_plain_new"], "<=", 10.0),  # fmt: skip
         target("worst metric gap, new - today (every dataset)", figures["worst_metric_gap"],
                ">=", -0.005),  # fmt: skip
     ]
