@@ -257,9 +257,7 @@ class Recommendation:
         name = f"PyTorch's default ({quote(default.config.label)})"
         if default.config == self.config:
             return f"Keep PyTorch's default: no configuration beat it ({evidence} over {seeds})."
-        # The race may give the default fewer seeds than the winner: each says its own then.
-        same = self.seeds_of(default) == self.seeds_of(winner)
-        own = "" if same else f" over {self.over(default)}"
+        own = self.own_seeds(default)
         if default.n_diverged == len(default.values):
             return (
                 f"Use {quote(self.config.label)}: {evidence} over {seeds}. {name} "
@@ -291,6 +289,13 @@ class Recommendation:
         """``"seeds 1000, 1001"``: what ``ranked``'s mean ± std is over."""
         seeds = self.seeds_of(ranked)
         return f"seed{'s' if len(seeds) != 1 else ''} {', '.join(str(s) for s in seeds)}"
+
+    def own_seeds(self, ranked: Ranked) -> str:
+        """``" over seeds 1000, 1001"`` where ``ranked`` got other seeds than the winner (the race
+        dropped it early), else nothing: a comparison says each side's seeds only if they differ."""
+        winner = self.winner
+        same = winner is not None and self.seeds_of(ranked) == self.seeds_of(winner)
+        return "" if same else f" over {self.over(ranked)}"
 
     @property
     def full_race(self) -> bool:
@@ -336,11 +341,9 @@ class Recommendation:
                 lines.append(f"  {name} {default.divergence()}; the winner trained on all of "
                              "its seeds")  # fmt: skip
             else:
-                own = self.seeds_of(default) != self.seeds_of(winner)
                 why = default.divergence() or default.dropped
                 lines.append(f"  {name}: validation loss {default.loss_text()}"
-                             + (f" over {self.over(default)}" if own else "")
-                             + (f"; {why}" if why else ""))  # fmt: skip
+                             f"{self.own_seeds(default)}" + (f"; {why}" if why else ""))
             if self.improvement_pct is not None:
                 lines.append(
                     f"  {self.improvement_pct:+.1f}% lower validation loss than the default"

@@ -114,6 +114,25 @@ def test_a_race_cut_short_says_how_many_seeds_each_config_got_everywhere():
     assert full.full_race and "over seeds 1000, 1001, 1002" in str(full)
 
 
+def test_a_default_dropped_before_the_winner_finished_shows_its_own_seeds():
+    """The default leaves after two seeds while two configs race on: the comparison says each
+    side's seeds (the winner's three, the default's two), in the headline, print and explain."""
+    from autoinit.recommendation import Recommendation
+
+    losses = {A: [0.20, 0.22, 0.21], C: [0.21, 0.21, 0.22], D: [0.40, 0.43, 0.41]}
+    ranking = _rank(_race(ScriptedObjective(losses), [A, C, D], SEEDS, race=True))
+    default = next(r for r in ranking if r.config == D)
+    assert ranking[0].seeds == SEEDS and default.seeds == (1000, 1001)
+    rec = Recommendation(A, ranking, default, SEEDS, "accuracy", "dropped-default")
+    assert rec.own_seeds(ranking[0]) == "" and rec.own_seeds(default) == " over seeds 1000, 1001"
+    assert "over seeds 1000, 1001, 1002, against 0.415 ± 0.021 over seeds 1000, 1001 for " \
+           "PyTorch's default" in rec.headline()
+    assert "validation loss 0.415 ± 0.021 over seeds 1000, 1001; out after seed 2" in str(rec)
+    study = optuna.create_study(study_name="dropped-default")
+    rec.store(study)
+    assert "0.415 ± 0.021 over seeds 1000, 1001 for PyTorch's default" in rec.explain(study)
+
+
 def test_the_pooled_spread_is_the_paired_tests_for_two_configs_and_ignores_block_effects():
     values, leader = [0.31, 0.52, 0.40], [0.20, 0.21, 0.26]
     gaps = [v - lead for v, lead in zip(values, leader)]

@@ -111,9 +111,8 @@ def _winner_lines(rec: Recommendation, trials: Sequence[FrozenTrial]) -> list[st
                      f"PyTorch's default ({default.config.label}) {default.divergence()}.")
     else:
         gain = f", {rec.improvement_pct:.1f}% lower" if rec.improvement_pct is not None else ""
-        own = "" if rec.seeds_of(default) == rec.seeds_of(winner) else f" over {rec.over(default)}"
         lines.append(f"  - confirmed over {seeds}: validation loss {winner.loss_text()} "
-                     f"against {default.loss_text()}{own} for PyTorch's default "
+                     f"against {default.loss_text()}{rec.own_seeds(default)} for PyTorch's default "
                      f"({default.config.label}){gain}.")  # fmt: skip
     return lines
 
