@@ -137,11 +137,14 @@ def plain_train(
     """A hand-written loop: Adam, cross-entropy, shuffled mini-batches, validation every epoch.
 
     It draws batches as ``autoinit.train.run`` does (one generator seeded with ``seed``, one
-    permutation per epoch) and steps the same fused Adam (``train.make_optimizer``: a faster
-    kernel, not autoinit's own overhead), so the same model, data and seed give the same numbers.
+    permutation per epoch) and steps the same Adam (``train.make_optimizer``: fused where PyTorch
+    has a kernel, a speed that is not autoinit's own overhead), so the same model, data and seed
+    give the same numbers.
     """
+    from autoinit.train import Budget, make_optimizer
+
     x, y = train
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    optimizer = make_optimizer(Budget(epochs=epochs, lr=lr), model.parameters())
     loss_fn = nn.CrossEntropyLoss()
     shuffle = torch.Generator().manual_seed(seed)
     curve: list[tuple[int, float]] = []
