@@ -8,11 +8,11 @@ study, so ``Recommendation.from_study`` and the report need nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -20,15 +20,24 @@ import torch
 
 from autoinit import claims, records
 from autoinit._apply import ModelFn
+from autoinit._rounds import (
+    Ahead,
+    Outcome,
+    Part,
+    outcome,
+    parts_of,
+    race_parts,
+    train_shared,
+    train_together,
+)
 from autoinit._search import Objective, SearchRun, prepare_search
 from autoinit.errors import AutoinitError, ConfigError, NoRecommendation
 from autoinit.options import DEFAULT_SEARCH_ROWS, GuardOption, SearchOptions
-from autoinit.population import train_population
 from autoinit.recommendation import Ranked, Recommendation, all_diverged_reason, no_trial_reason
 from autoinit.space import PYTORCH_DEFAULT, Config
 from autoinit.study import this_process
-from autoinit.train import DataLike, RunResult
-from autoinit.workers import torch_threads
+from autoinit.train import DataLike
+from autoinit.workers import resolve_jobs, torch_threads
 
 CONFIRM_SEED_OFFSET = 1000  # confirmation seeds differ from the search's seed
 
@@ -59,6 +68,8 @@ def confirm(
     threads: int | None = None,
     race: bool = True,
     together: bool = True,
+    jobs: int | str = "auto",
+    ahead: Ahead | None = None,
 ) -> Recommendation:
     """Race the top-k configs and PyTorch's default over up to ``seeds`` fresh seeds; store it.
 
@@ -72,7 +83,9 @@ def confirm(
     as one batched model where it can (``train_population``: the same computation up to float
     rounding, in less time): the first round every config on the first two seeds (no finite
     config can leave before the second; without the race, on every seed), then each seed's
-    configs; ``together=False`` trains them one after another.
+    configs; ``together=False`` trains them one after another. ``jobs`` processes share each
+    round (``"auto"``: one per CPU core), and ``ahead`` holds runs trained while the search ran
+    (:func:`confirming_ahead`); see :mod:`autoinit._rounds`.
 
     Raises:
         NoRecommendation: no search trial completed, or every confirmed config diverged on
@@ -80,6 +93,7 @@ def confirm(
     """
     if seeds < 1 or top_k < 1:
         raise ConfigError(f"seeds and top_k must be positive but got {seeds} and {top_k}.")
+    processes = resolve_jobs(jobs, objective.data.device, threads)
     candidates = top_configs(study, top_k)
     metric_name = records.metric_for(objective.data.task)
     if not candidates:
@@ -87,10 +101,14 @@ def confirm(
         rec = Recommendation(None, (), None, (), metric_name, study.study_name, reason=reason)
         raise NoRecommendation(rec, f"study {study.study_name!r} has no completed trial: {reason}")
     default = _default_for(objective)
-    seed_list = tuple(objective.seed + CONFIRM_SEED_OFFSET + i for i in range(seeds))
+    seed_list = _confirm_seeds(objective, seeds)
     configs = list(dict.fromkeys([*candidates, default]))
+    if ahead is None:  # no runs trained during the search: a store for this race's spare runs
+        ahead = Ahead(objective, seed_list, race, top_k, 0, threads or 1)
+    ahead.keep_only(configs)
     with torch_threads(threads, objective.data.device):
-        ranked = _race(objective, configs, seed_list, race=race, together=together)
+        ranked = _race(objective, configs, seed_list, race=race, together=together,
+                       jobs=processes, ahead=ahead)  # fmt: skip
     ranking = _rank(ranked)
     default_result = next(r for r in ranked if r.config == default)
     found = math.isfinite(ranking[0].mean) and ranking[0].dropped is None
@@ -110,9 +128,6 @@ def confirm(
 CONFIDENCE = 0.95  # one-sided level of the t-test that drops a config from the race
 
 
-Outcome = tuple[float, float | None, str | None]  # a run's loss (inf: diverged), metric, stop
-
-
 def _race(
     objective: Objective,
     configs: list[Config],
@@ -120,6 +135,8 @@ def _race(
     *,
     race: bool,
     together: bool = False,
+    jobs: int = 1,
+    ahead: Ahead | None = None,
 ) -> list[Ranked]:
     runs: dict[Config, list[Outcome]] = {c: [] for c in configs}
     dropped: dict[Config, str] = {}
@@ -134,10 +151,14 @@ def _race(
         first_round = together and done == 0 and (not race or len(alive) > 1)
         now = seeds[done : (2 if race else len(seeds)) if first_round else done + 1]
         todo = [(c, s) for s in now for c in alive]
-        outcomes = (_train_together(objective, todo) if together and len(todo) > 1
+        upcoming = done + len(now)  # the next round's seed, which a process left idle can run
+        spare = ([(c, (seeds[upcoming],)) for c in _best_first(alive, runs)]
+                 if race and upcoming < len(seeds) else [])  # fmt: skip
+        outcomes = (_train_together(objective, todo, jobs, ahead, spare)
+                    if together and len(todo) > 1
                     else [_train_once(objective, c, s) for c, s in todo])  # fmt: skip
-        for (config, _), outcome in zip(todo, outcomes):  # seeds in order, for each config
-            runs[config].append(outcome)
+        for (config, _), got in zip(todo, outcomes):  # seeds in order, for each config
+            runs[config].append(got)
         done += len(now)
         if race:
             dropped.update(_losers(alive, {c: [v for v, _, _ in runs[c]] for c in alive}))
@@ -146,6 +167,12 @@ def _race(
                tuple(s for _, _, s in runs[c]), tuple(seeds[: len(runs[c])]), dropped.get(c))
         for c in configs
     ]  # fmt: skip
+
+
+def _best_first(alive: list[Config], runs: dict[Config, list[Outcome]]) -> list[Config]:
+    """The configs by their mean loss so far (in their order before the first round)."""
+    return sorted(alive, key=lambda c: statistics.fmean(v for v, _, _ in runs[c]) if runs[c]
+                  else 0.0)  # fmt: skip
 
 
 def _losers(alive: list[Config], values: dict[Config, list[float]]) -> dict[Config, str]:
@@ -219,6 +246,10 @@ def _rank(ranked: list[Ranked]) -> tuple[Ranked, ...]:
     return tuple(sorted(ranked, key=lambda r: (r.dropped is not None, r.mean)))
 
 
+def _confirm_seeds(objective: Objective, seeds: int) -> tuple[int, ...]:
+    return tuple(objective.seed + CONFIRM_SEED_OFFSET + i for i in range(seeds))
+
+
 def _default_for(objective: Objective) -> Config:
     """PyTorch's default init with ReLU, or with the first activation searched if not ReLU."""
     if PYTORCH_DEFAULT.activation in objective.activations:
@@ -229,43 +260,37 @@ def _default_for(objective: Objective) -> Config:
 def _train_once(objective: Objective, config: Config, seed: int) -> Outcome:
     """One confirmation run: its loss (inf if it diverged), metric and why it stopped."""
     try:  # the guard stays on here, whatever the search used: a diverged run counts as inf
-        return _outcome(objective.train(config, seed, guard=objective.guard or {}))
+        return outcome(objective.train(config, seed, guard=objective.guard or {}))
     except optuna.TrialPruned as stopped:
         return math.inf, None, str(stopped)
 
 
-def _train_together(objective: Objective, runs: list[tuple[Config, int]]) -> list[Outcome]:
-    """:func:`_train_once` for each (config, seed), trained as one batched model where they can
-    be (each member with its seed's weights and batch order).
+def _train_together(
+    objective: Objective,
+    runs: list[tuple[Config, int]],
+    jobs: int = 1,
+    ahead: Ahead | None = None,
+    spare: Sequence[Part] = (),
+) -> list[Outcome]:
+    """:func:`_train_once` for each (config, seed): as one batched model in one process, or in
+    parts shared among ``jobs`` processes (see :mod:`autoinit._rounds`).
 
-    Models that cannot batch train one after another (what ``together=False`` does), without
-    the population's warning: nothing is lost but the speed-up.
+    With processes, the parts ``ahead`` holds are taken from it, and a process that this round
+    would leave idle trains one of the ``spare`` parts (a later round's) into ``ahead``.
     """
     guard = objective.guard or {}
-    # Members of one activation side by side: the batched model runs each activation on one
-    # slice of rows instead of gathering them (see ``population._stack._Elementwise``).
-    order = sorted(range(len(runs)), key=lambda i: runs[i][0].activation_key)
-    started = {i: objective.start(*runs[i], guard=guard) for i in order}
-    outcomes: dict[int, Outcome] = {i: (math.inf, None, stop.reason)
-                                    for i, (_, _, stop) in started.items() if stop is not None}
-    ready = [i for i in order if i not in outcomes]
-    if ready:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"the \d+ members train one after another")
-            trained = train_population([started[i][0] for i in ready], objective.data,
-                                       objective.budget, seeds=[runs[i][1] for i in ready],
-                                       guard=guard)  # fmt: skip
-        outcomes.update((i, _outcome(result)) for i, result in zip(ready, trained))
-    return [outcomes[i] for i in range(len(runs))]
-
-
-def _outcome(result: RunResult) -> Outcome:
-    """A run's :data:`Outcome`; a run the guard stopped counts as inf."""
-    if result.stop is not None:
-        return math.inf, None, result.stop.reason
-    if not math.isfinite(result.value):
-        return math.inf, None, "non-finite validation loss"
-    return result.value, records.finite_or_none(result.metric), None
+    if jobs == 1 or ahead is None:
+        return train_together(objective, runs, guard)
+    parts = parts_of(runs)
+    here = [part for part in parts if part not in ahead]
+    extra = [part for part in spare if part not in ahead][: -len(here) % jobs]
+    trained = train_shared(objective, here + extra, guard, jobs)
+    got = dict(zip(here, trained))
+    ahead.put(zip(extra, trained[len(here) :]))
+    got.update((part, ahead.take(part)) for part in parts if part not in got)  # last: its
+    by_run = {(c, s): o for (c, seeds), outcomes in got.items()  # children had this round's
+              for s, o in zip(seeds, outcomes)}  # time to finish  # fmt: skip
+    return [by_run[run] for run in runs]
 
 
 def confirm_once(
@@ -275,6 +300,8 @@ def confirm_once(
     top_k: int = 3,
     race: bool = True,
     together: bool = True,
+    jobs: int | str = "auto",
+    ahead: Ahead | None = None,
     wait: bool = True,
     on_wait: Callable[[dict[str, Any]], None] | None = None,
     poll_seconds: float = 2.0,
@@ -287,9 +314,9 @@ def confirm_once(
     A claimant that dies mid-confirmation is taken over once its heartbeat goes stale. A study
     already confirmed for this budget returns its stored recommendation at once.
     """
-    study, key = run.study, f"confirm:{run.options.n_trials}:{seeds}:{top_k}:{race}"
+    study, key = run.study, _confirm_key(run, seeds, top_k, race)
     while True:
-        if (study.user_attrs.get(records.STUDY_CONFIRMED) or {}).get("key") == key:
+        if _confirmed(study, key):
             return _stored_outcome(study)
         if claims.try_claim(study, key):
             outcome: Recommendation | NoRecommendation
@@ -297,7 +324,7 @@ def confirm_once(
                 try:
                     outcome = confirm(study, run.objective, seeds=seeds, top_k=top_k,
                                       threads=run.options.threads, race=race,
-                                      together=together)  # fmt: skip
+                                      together=together, jobs=jobs, ahead=ahead)  # fmt: skip
                 except NoRecommendation as nothing:
                     outcome = nothing
                 study.set_user_attr(records.STUDY_CONFIRMED, {"key": key, **this_process()})
@@ -310,6 +337,41 @@ def confirm_once(
         if on_wait is not None:
             on_wait(holder)
         time.sleep(poll_seconds)
+
+
+def _confirm_key(run: SearchRun, seeds: int, top_k: int, race: bool) -> str:
+    return f"confirm:{run.options.n_trials}:{seeds}:{top_k}:{race}"
+
+
+def _confirmed(study: optuna.Study, key: str) -> bool:
+    return (study.user_attrs.get(records.STUDY_CONFIRMED) or {}).get("key") == key
+
+
+@contextlib.contextmanager
+def confirming_ahead(
+    run: SearchRun, *, seeds: int = 3, top_k: int = 3, race: bool = True,
+    together: bool = True, jobs: int | str = "auto",
+) -> Iterator[Ahead]:  # fmt: skip
+    """The confirmation's runs that can train while the search runs, on the cores it leaves
+    idle: pass its ``after_trial`` to the search as a callback and it to :func:`confirm_once`.
+
+    It starts with the PyTorch default's runs (in every race) and, after each trial, adds those
+    of the configs that would enter the race now (:class:`autoinit._rounds.Ahead`). It trains
+    nothing where the confirmation has one process, where the search has worker processes of
+    its own, or where the study holds this confirmation already. On leaving, what is still
+    training is killed.
+    """
+    objective, threads = run.objective, run.options.threads or 1
+    processes = resolve_jobs(jobs, objective.data.device, threads)
+    idle = processes > 1 and run.options.n_jobs == 1 and together
+    seed_list = _confirm_seeds(objective, seeds)
+    ahead = Ahead(objective, seed_list, race, top_k, processes - 1 if idle else 0, threads)
+    if idle and not _confirmed(run.study, _confirm_key(run, seeds, top_k, race)):
+        ahead.want(race_parts(_default_for(objective), seed_list, race))
+    try:
+        yield ahead
+    finally:
+        ahead.close()
 
 
 def _stored_outcome(study: optuna.Study) -> Recommendation:
@@ -365,11 +427,14 @@ def recommend(
     prescreen: bool | str = True,
     population: int | str = 1,
     search_rows: int | None = DEFAULT_SEARCH_ROWS,
+    confirm_jobs: int | str = "auto",
 ) -> Recommendation:
     """Search, then race the ``top_k`` configs and PyTorch's default over up to ``seeds`` seeds.
 
     ``race=False`` trains every confirmed config on every seed instead of dropping the clearly
-    worse ones early (see :func:`confirm`). Every other argument is :func:`autoinit.search`'s,
+    worse ones early (see :func:`confirm`). ``confirm_jobs`` processes share each of the race's
+    rounds: ``"auto"`` is one per CPU core on the CPU (Linux, which can fork), 1 on a GPU.
+    Every other argument is :func:`autoinit.search`'s,
     with the same meaning. The result is
     stored on the study; when several processes search one study, only one confirms and the
     others return its result.
@@ -395,6 +460,10 @@ def recommend(
     )  # fmt: skip
     if seeds < 1 or top_k < 1:
         raise ConfigError(f"seeds and top_k must be positive but got {seeds} and {top_k}.")
-    run = prepare_search(model_fn, train_loader, val_loader, options).optimize()
-    rec = confirm_once(run, seeds=seeds, top_k=top_k, race=race)
+    resolve_jobs(confirm_jobs, torch.device("cpu"))  # a bad value fails before the search
+    run = prepare_search(model_fn, train_loader, val_loader, options)
+    with confirming_ahead(run, seeds=seeds, top_k=top_k, race=race, jobs=confirm_jobs) as ahead:
+        run.optimize(callbacks=[ahead.after_trial])
+        rec = confirm_once(run, seeds=seeds, top_k=top_k, race=race, jobs=confirm_jobs,
+                           ahead=ahead)  # fmt: skip
     return rec.with_trials(run.study)  # so that rec.explain() needs no study

@@ -167,7 +167,7 @@ def _count_or(word: str, expected: str) -> Callable[..., int | str | None]:
     return check
 
 
-_population = _count_or("auto", "a positive integer")  # --population
+_population = _count_or("auto", "a positive integer")  # --population and --confirm-jobs
 _search_rows = _count_or("all", "a positive number of rows")  # --search-rows
 
 
@@ -227,6 +227,10 @@ def _given(*, population: int | str | None, search_rows: int | str | None, unset
               help="Seeds to confirm the best configs over.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="Configs to confirm (plus PyTorch's default).")
+@click.option("--confirm-jobs", default="auto", show_default=True, metavar="N|auto",
+              callback=_population,
+              help="Processes that share each round of the confirmation (auto: one per CPU "
+                   "core; 1 on a GPU).")
 @click.option("--no-race", is_flag=True,
               help="Confirm every config on every seed in one batched round, none dropped "
                    "early: more training, fewer rounds (faster where nobody would leave the "
@@ -249,9 +253,9 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
            epochs: int, lr: float, depth: int | None, width: int | None, inits: str | None,
            activations: str | None,
            storage: str | None, study_name: str | None, jobs: int, population: int | str | None,
-           search_rows: int | str | None, seeds: int, top_k: int, no_race: bool,
-           device: str, seed: int, no_wait: bool, no_prescreen: bool, prescreen_space: bool,
-           as_json: bool) -> None:  # fmt: skip
+           search_rows: int | str | None, seeds: int, top_k: int, confirm_jobs: int | str,
+           no_race: bool, device: str, seed: int, no_wait: bool, no_prescreen: bool,
+           prescreen_space: bool, as_json: bool) -> None:  # fmt: skip
     """Search initializers x activations for a model on your data.
 
     The kind of data is detected from PATH: a table (CSV, Parquet), arrays (.npz, .npy) or an
@@ -260,7 +264,7 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
     sequences, deep enough by default that the init decides whether it trains.
     Rerunning the same command resumes the study up to --trials finished trials.
     """
-    from autoinit._recommend import confirm_once, top_configs
+    from autoinit._recommend import confirm_once, confirming_ahead, top_configs
     from autoinit._search import prepare_search
     from autoinit.data import load_data
     from autoinit.models import check_activations, choose_model, is_builtin
@@ -310,8 +314,10 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
             _note(f"warning: {warning}")
     progress = _Progress(trials)
     try:
-        with _quiet_interrupt(), _sigterm_as_interrupt():
-            run.optimize(callbacks=[progress])
+        with _quiet_interrupt(), _sigterm_as_interrupt(), confirming_ahead(
+            run, seeds=seeds, top_k=top_k, race=not no_race, jobs=confirm_jobs
+        ) as ahead:  # fmt: skip
+            run.optimize(callbacks=[progress, ahead.after_trial])
             progress.finish(run.study)
             found = len(top_configs(run.study, top_k))  # none: NoRecommendation says why
             if found:
@@ -319,7 +325,8 @@ def search(data_path: str, target: str | None, task: str, model: str | None,
                 _note(f"confirming the top {found} config(s) and PyTorch's default {how} "
                       "seed(s)...")  # fmt: skip
             rec = confirm_once(run, seeds=seeds, top_k=top_k, race=not no_race,
-                               wait=not no_wait, on_wait=_waiting_note())  # fmt: skip
+                               jobs=confirm_jobs, ahead=ahead, wait=not no_wait,
+                               on_wait=_waiting_note())  # fmt: skip
         _note_confirmer(run.study)
     except NoRecommendation as nothing:  # a result, not an input error: show it, exit 3
         progress.finish()

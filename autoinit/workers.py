@@ -1,19 +1,28 @@
-"""Where and how trials run: the device, torch's threads, and worker processes on one storage.
+"""Where and how trials run: the device, torch's threads, and worker processes.
 
-Each worker is a spawned process that loads the study from the shared database and runs the same
-:class:`~autoinit._search.Objective` until the study's budget is taken. Queued trials (the
-baselines) are taken by whichever process is free: SQLite runs with ``BEGIN IMMEDIATE`` (see
-:mod:`autoinit.study`), so two processes can never pop the same one.
+Two kinds of worker process:
+
+- the search's workers (``n_jobs``): each is a spawned process that loads the study from the
+  shared database and runs the same :class:`~autoinit._search.Objective` until the study's
+  budget is taken. Queued trials (the baselines) are taken by whichever process is free: SQLite
+  runs with ``BEGIN IMMEDIATE`` (see :mod:`autoinit.study`), so two processes can never pop the
+  same one;
+- the confirmation's (:class:`Forked`): forked children that each train a share of the
+  confirmation's runs and send their outcomes back through a pipe. They touch no storage, and
+  a fork needs nothing pickled (a user's lambda ``model_fn`` works).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
+import select
 import signal
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 import optuna
 import torch
@@ -56,6 +65,111 @@ def torch_threads(threads: int | None, device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def can_fork(device: torch.device) -> bool:
+    """Whether :func:`in_processes` can run children: on Linux, on the CPU, and where PyTorch
+    has no GPU (the autograd engine of a CUDA build that sees a GPU refuses to run in a forked
+    child; one GPU is shared by batching instead)."""
+    return (sys.platform.startswith("linux") and device.type == "cpu"
+            and not torch.cuda.is_available())  # fmt: skip
+
+
+def resolve_jobs(jobs: int | str, device: torch.device, threads: int | None = None) -> int:
+    """``"auto"``: one process per usable core (per ``threads`` cores) where :func:`can_fork`,
+    else 1. A number is checked and kept (1 where forking is impossible)."""
+    if jobs == "auto":
+        return max(1, usable_cores() // (threads or 1)) if can_fork(device) else 1
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"confirm_jobs must be a positive integer or 'auto' but got {jobs!r}.")
+    return jobs if can_fork(device) else 1
+
+
+T = TypeVar("T")
+
+
+def in_processes(tasks: Sequence[Callable[[], T]], threads: int = 1) -> list[T]:
+    """Run ``tasks`` at the same time, the first here and each other in a :class:`Forked` child;
+    their results, in order. On any exception here (Ctrl+C) the children are killed."""
+    children: list[Forked[T]] = []
+    try:
+        children = [Forked(task, threads) for task in tasks[1:]]
+        first = [task() for task in tasks[:1]]
+        return first + [child.result() for child in children]
+    finally:
+        for child in children:
+            child.kill()
+
+
+class Forked(Generic[T]):
+    """``task`` running in a forked child with ``threads`` torch threads; :meth:`result` waits
+    for it and unpickles what the child sent through a pipe.
+
+    A child that fails (an exception, a kill, a result that cannot be pickled) sends nothing,
+    and :meth:`result` runs the task here instead: a fault costs time, not a result, and an
+    error in the task is raised here with its own traceback. The child touches nothing of its
+    parent's but the task: it never returns into the caller's code and leaves with ``os._exit``
+    (no atexit handler, no flush of the parent's buffers, no storage connection closed).
+    """
+
+    def __init__(self, task: Callable[[], T], threads: int = 1) -> None:
+        self.task = task
+        for stream in (sys.stdout, sys.stderr):  # else the child would flush them once more
+            with contextlib.suppress(Exception):
+                stream.flush()
+        self._read, write = os.pipe()
+        with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded process;
+            warnings.simplefilter("ignore", DeprecationWarning)  # the child takes no lock
+            self._pid = os.fork()
+        if self._pid == 0:
+            _child(task, threads, self._read, write)
+        os.close(write)
+
+    def finished(self) -> bool:
+        """Whether the child has sent its result or ended (without waiting)."""
+        return bool(select.select([self._read], [], [], 0)[0])
+
+    def result(self) -> T:
+        with os.fdopen(self._read, "rb") as pipe:
+            self._read = -1
+            payload = pipe.read()
+        _, status = os.waitpid(self._pid, 0)
+        self._pid = 0
+        if os.waitstatus_to_exitcode(status) == 0 and payload:
+            return cast(T, pickle.loads(payload))
+        return self.task()
+
+    def kill(self) -> None:
+        """Stop the child now (a no-op once :meth:`result` has returned)."""
+        if self._pid:
+            with contextlib.suppress(OSError):
+                os.kill(self._pid, signal.SIGKILL)
+                os.waitpid(self._pid, 0)
+            self._pid = 0
+        if self._read >= 0:
+            os.close(self._read)
+            self._read = -1
+
+
+def _child(task: Callable[[], Any], threads: int, read: int, write: int) -> NoReturn:
+    code = 1
+    try:
+        os.close(read)
+        torch.set_num_threads(threads)
+        payload = pickle.dumps(task())
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(payload)
+        code = 0
+    finally:
+        os._exit(code)
 
 
 def optimize_here(

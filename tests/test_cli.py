@@ -394,7 +394,7 @@ def test_prescreen_flags(storage: str) -> None:
 
 
 @pytest.mark.parametrize("args", [["--trials", "0"], ["--epochs", "-1"], ["--seed", "-1"],
-                                  ["--lr", "0"],
+                                  ["--lr", "0"], ["--confirm-jobs", "0"],
                                   ["--task", "cluster"], ["--no-such-option"]])  # fmt: skip
 def test_click_usage_errors_exit_2_without_a_traceback(args: list[str], storage: str) -> None:
     """Usage errors keep click's own format (usage line, then ``Error: ...``): see cli.py."""
@@ -560,6 +560,26 @@ def test_no_race_confirms_every_config_on_every_seed(storage: str) -> None:
     assert default["diverged"] > 0 and default["dropped"] is None
     assert all(r["seeds"] == [1000, 1001, 1002] for r in ranking)
     assert any(len(r["seeds"]) < 3 for r in raced)  # the race stopped early on the same data
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="processes: fork, Linux only")
+def test_the_confirmation_gives_the_same_result_in_one_process_or_several(storage: str) -> None:
+    """``--confirm-jobs``: the race's runs shared among 3 processes, or trained ahead while the
+    search runs, give the same numbers as 2 processes, and the same ranking as one."""
+    args = ("search", "--data", BREAST_CANCER, "--storage", storage, *TINY, "--seeds", "3",
+            "--json")  # fmt: skip
+    results = {jobs: json.loads(ok(*args, "--study-name", f"jobs{jobs}", "--confirm-jobs",
+                                   str(jobs)).stdout)["recommendation"]  # fmt: skip
+               for jobs in (1, 2, 3)}
+
+    def numbers(rec: dict) -> list:
+        return [(r["label"], r["seeds"], r["values"]) for r in rec["ranking"]]
+
+    assert numbers(results[2]) == numbers(results[3])  # exactly: part by part alike
+    one, two = results[1]["ranking"], results[2]["ranking"]
+    assert [(r["label"], r["seeds"]) for r in one] == [(r["label"], r["seeds"]) for r in two]
+    for a, b in zip(one, two):  # one process: one batched model a round, rounding apart
+        assert a["values"] == pytest.approx(b["values"], rel=1e-3)
 
 
 def test_ranking_table_keeps_columns_aligned_when_a_config_left_the_race() -> None:

@@ -4,6 +4,7 @@ Duplicate configs, the ranking of the top configs, a seed that diverged in confi
 the torch thread count around a search. Real searches on real (SQLite) studies; nothing mocked.
 """
 
+import contextlib
 import dataclasses
 import importlib
 import math
@@ -401,18 +402,31 @@ def test_recommend_passes_every_option_on(monkeypatch, blobs, small_mlp):
     seen = {}
 
     class Prepared:
-        def optimize(self):
+        def optimize(self, callbacks=()):
+            seen["callbacks"] = callbacks
             return self
 
     def prepare(model_fn, train, val, options):
         seen["options"], seen["val"] = options, val
         return Prepared()
 
+    class Ahead:
+        def after_trial(self, study, trial):
+            return None
+
+    ahead = Ahead()
+
+    @contextlib.contextmanager
+    def confirming_ahead(run, **kwargs):
+        seen["ahead"] = kwargs
+        yield ahead
+
     def confirm_once(run, **kwargs):
         seen["confirm"] = kwargs
         raise KeyboardInterrupt  # stop here: nothing trains
 
     monkeypatch.setattr(recommending, "prepare_search", prepare)
+    monkeypatch.setattr(recommending, "confirming_ahead", confirming_ahead)
     monkeypatch.setattr(recommending, "confirm_once", confirm_once)
     sampler, pruner = optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
 
@@ -430,11 +444,15 @@ def test_recommend_passes_every_option_on(monkeypatch, blobs, small_mlp):
         val_fraction=0.3, callbacks=(callback,), prescreen=False, population=1, search_rows=100,
     )  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        recommend(small_mlp, blobs, blobs, seeds=5, top_k=2, race=False, **given)
+        recommend(small_mlp, blobs, blobs, seeds=5, top_k=2, race=False, confirm_jobs=3, **given)
     options = seen["options"]
     assert {name: getattr(options, name) for name in given} == given
     assert seen["val"] is blobs
-    assert seen["confirm"] == {"seeds": 5, "top_k": 2, "race": False}
+    confirming = {"seeds": 5, "top_k": 2, "race": False, "jobs": 3}
+    assert seen["ahead"] == confirming and seen["callbacks"] == [ahead.after_trial]
+    assert seen["confirm"] == {**confirming, "ahead": ahead}
+    with pytest.raises(ConfigError, match="confirm_jobs must be a positive integer or 'auto'"):
+        recommend(small_mlp, blobs, confirm_jobs=0)  # refused before any search
     for bad in ({"seeds": 0}, {"top_k": 0}):
         with pytest.raises(ConfigError) as refused:
             recommend(small_mlp, blobs, **bad)
@@ -501,7 +519,8 @@ def test_recommends_defaults_are_searchs_and_the_confirmations():
     assert {k: v for k, v in rec.items() if k in confirm} == {k: confirm[k] for k in rec
                                                               if k in confirm}  # fmt: skip
     assert {k: rec[k] for k in defaults(search)} == defaults(search)
-    assert set(rec) == set(defaults(search)) | {"seeds", "top_k", "race"}
+    assert set(rec) == set(defaults(search)) | {"seeds", "top_k", "race", "confirm_jobs"}
+    assert rec["confirm_jobs"] == confirm["jobs"] == "auto"  # confirm()'s jobs, named apart
 
 
 # Threads

@@ -541,6 +541,35 @@ def test_members_with_different_activations_cannot_batch_outside_bmm(mlp_data, c
     assert not ok and "member 1 differs" in reason
 
 
+class SeedScaled(nn.Module):
+    """A Python number set from the seed at construction: vmap would run member 0's alone."""
+
+    def __init__(self, activation=nn.ReLU):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), activation(), nn.Linear(16, 3))
+        self.scale = 1.0 + torch.initial_seed() % 7  # build() seeds torch with the run's seed
+        self.same_everywhere = {"a": 1}
+
+    def forward(self, x):
+        return self.net(x) * self.scale
+
+
+def test_members_that_differ_in_a_plain_attribute_train_one_by_one(mlp_data):
+    models = [build(SeedScaled, KAIMING_RELU, seed=seed) for seed in (1, 2)]
+    assert [m.scale for m in models] == [2.0, 3.0]
+    ok, reason = can_batch(models, next(mlp_data.val_batches())[0])
+    assert not ok and reason == ("member 1 differs from member 0 in 'scale', which is not a "
+                                 "parameter or buffer")  # fmt: skip
+    budget = Budget(max_steps=5)
+    with pytest.warns(UserWarning, match="train one after another"):
+        results = train_population(models, mlp_data, budget, seeds=[1, 2])
+    alone = [fit(build(SeedScaled, KAIMING_RELU, seed=seed), mlp_data, budget, seed=seed)
+             for seed in (1, 2)]  # fmt: skip
+    assert [r.value for r in results] == pytest.approx([r.value for r in alone], rel=1e-5)
+    same = [build(SeedScaled, KAIMING_RELU, seed=seed) for seed in (1, 8)]  # 8 % 7 == 1 % 7
+    assert can_batch(same, next(mlp_data.val_batches())[0]) == (True, "vmap")
+
+
 def test_can_batch_names_the_engine(mlp_data, cnn_data):
     x = next(mlp_data.val_batches())[0]
     assert can_batch(_members(tiny_mlp(8, 3, depth=2, width=16)), x) == (True, "bmm")

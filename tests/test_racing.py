@@ -7,7 +7,9 @@ drives it; ``tests/test_deep_nets.py`` and ``tests/test_core_bugs.py`` race real
 from __future__ import annotations
 
 import math
+import os
 import statistics
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -195,7 +197,7 @@ def test_recommend_races_real_runs_and_stores_the_seeds_each_config_got(blobs, s
 
 def test_a_race_trained_together_gives_the_race_trained_one_by_one(blobs, storage_url, monkeypatch):
     """Each round trains as one batched model: the same losses, drops and seeds."""
-    import autoinit._recommend as recommend_module
+    import autoinit._rounds as recommend_module
     from autoinit._search import prepare_search
     from autoinit.options import SearchOptions
     from autoinit.population import train_population
@@ -247,7 +249,7 @@ def test_a_race_trained_together_gives_the_race_trained_one_by_one(blobs, storag
 
 
 def test_without_the_race_every_seed_trains_in_one_round(blobs, storage_url, monkeypatch):
-    import autoinit._recommend as recommend_module
+    import autoinit._rounds as recommend_module
     from autoinit._search import prepare_search
     from autoinit.options import SearchOptions
     from autoinit.population import train_population
@@ -341,3 +343,98 @@ def test_a_round_where_every_run_stops_before_training_counts_each_as_diverged(
         assert r.seeds == SEEDS[:2] and r.values == (math.inf, math.inf)
         assert all("symmetric" in stop for stop in r.stops)
         assert r.dropped == "out after seed 2: it diverged"
+
+
+# --- the race's rounds shared among processes (forked children: Linux) ---------------------------
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork: Linux only")
+RACED = [Config("kaiming_normal", "relu"), Config("xavier_uniform", "tanh"),
+         Config("orthogonal", "leaky_relu", 0.1), Config("default", "relu")]  # fmt: skip
+
+
+def _logged(monkeypatch, log):
+    """Every batched training appends its runs to ``log``, in whichever process it runs."""
+    import autoinit._rounds as rounds
+
+    real = rounds.train_together
+
+    def spy(objective, runs, guard):
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(" ".join(f"{c.init}:{s}" for c, s in runs) + f" pid={os.getpid()}\n")
+        return real(objective, runs, guard)
+
+    monkeypatch.setattr(rounds, "train_together", spy)
+    return lambda: log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+
+
+def _values(ranked):
+    return [(r.config, r.seeds, r.values, r.metrics, r.dropped) for r in ranked]
+
+
+@linux_only
+def test_a_race_gives_the_same_numbers_with_any_number_of_processes(
+    blobs, storage_url, monkeypatch, tmp_path
+):
+    from autoinit._rounds import Ahead
+
+    objective = _objective(blobs, storage_url)
+    log = _logged(monkeypatch, tmp_path / "runs.log")
+    shared = {jobs: _race(objective, RACED, SEEDS, race=True, together=True, jobs=jobs,
+                          ahead=Ahead(objective, SEEDS, True, 3, 0, 1))  # fmt: skip
+              for jobs in (2, 3)}
+    assert _values(shared[2]) == _values(shared[3])  # exactly: each part is computed alike
+    assert len({line.split("pid=")[1] for line in log()}) >= 3  # really in several processes
+    one = _race(objective, RACED, SEEDS, race=True, together=True)  # one batched model a round
+    for alone, parted in zip(one, shared[2]):
+        assert alone.seeds == parted.seeds and alone.dropped == parted.dropped
+        assert alone.values == pytest.approx(parted.values, rel=1e-4, abs=1e-5)
+
+
+@linux_only
+def test_parts_trained_ahead_are_taken_by_the_race_not_trained_again(
+    blobs, storage_url, monkeypatch, tmp_path
+):
+    from autoinit._rounds import Ahead, race_parts
+
+    objective = _objective(blobs, storage_url)
+    plain = _race(objective, RACED, SEEDS, race=True, together=True, jobs=2,
+                  ahead=Ahead(objective, SEEDS, True, 3, 0, 1))  # fmt: skip
+    log = _logged(monkeypatch, tmp_path / "runs.log")
+    ahead = Ahead(objective, SEEDS, True, 3, 2, 1)  # two children at a time
+    ahead.want(race_parts(RACED[-1], SEEDS, True))  # the default's: 1000+1001, and 1002
+    try:
+        raced = _race(objective, RACED, SEEDS, race=True, together=True, jobs=2, ahead=ahead)
+    finally:
+        ahead.close()
+    assert _values(raced) == _values(plain)
+    lines = log()
+    default_runs = [line for line in lines if line.startswith("default:")]
+    # Each of the default's parts trained once, in a child (whether the race used it or not).
+    assert sorted(line.split(" pid=")[0] for line in default_runs) == [
+        "default:1000 default:1001", "default:1002"]  # fmt: skip
+    assert all(line.split("pid=")[1] != str(os.getpid()) for line in default_runs)
+    trained = [run for line in lines for run in line.split(" pid=")[0].split()]
+    assert len(trained) == len(set(trained))  # no run trained twice
+    assert {f"{r.config.init}:{s}" for r in raced for s in r.seeds} <= set(trained)
+
+
+@linux_only
+def test_a_process_a_round_leaves_idle_trains_a_later_rounds_part(
+    blobs, storage_url, monkeypatch, tmp_path
+):
+    from autoinit._recommend import _train_together
+    from autoinit._rounds import Ahead
+
+    objective = _objective(blobs, storage_url)
+    log = _logged(monkeypatch, tmp_path / "runs.log")
+    ahead = Ahead(objective, SEEDS, True, 3, 0, 1)
+    first = [(c, s) for s in SEEDS[:2] for c in RACED[:3]]  # 3 parts on 2 processes
+    spare = [(RACED[1], (1002,)), (RACED[0], (1002,))]
+    _train_together(objective, first, 2, ahead, spare)
+    assert (RACED[1], (1002,)) in ahead and (RACED[0], (1002,)) not in ahead  # one idle process
+    second = _train_together(objective, [(RACED[0], 1002), (RACED[1], 1002)], 2, ahead)
+    lines = [line.split(" pid=")[0] for line in log()]
+    assert len(lines) == 3 + 1 + 1 and lines.count("xavier_uniform:1002") == 1  # not retrained
+    fresh = Ahead(objective, SEEDS, True, 3, 0, 1)
+    alone = _train_together(objective, [(RACED[1], 1002)], 2, fresh)
+    assert second[1] == alone[0]  # the spare's outcome: what its own round would have trained

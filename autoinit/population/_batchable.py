@@ -108,6 +108,32 @@ def _check_structure(models: Sequence[nn.Module]) -> None:
         if other != reference:
             diff = next((a, b) for a, b in zip(reference + [None], other + [None]) if a != b)
             raise _CannotBatch(f"member {index} differs from member 0 in its tensors: {diff}")
+        attribute = _plain_difference(first, model) if _choose_engine(first) == "vmap" else None
+        if attribute is not None:  # vmap runs member 0's modules: the others' would be lost
+            raise _CannotBatch(f"member {index} differs from member 0 in {attribute!r}, which "
+                               "is not a parameter or buffer")  # fmt: skip
+
+
+def _plain_difference(first: nn.Module, other: nn.Module) -> str | None:
+    """The first attribute, other than a parameter, buffer or submodule, whose value differs
+    between the two models (a seed-dependent Python number, a tensor not registered)."""
+    theirs = dict(other.named_modules())
+    for name, module in first.named_modules():
+        peer = vars(theirs[name]) if name in theirs else {}
+        for key, value in vars(module).items():
+            if not key.startswith("_") and key != "training" and not _same(value, peer.get(key)):
+                return f"{name}.{key}" if name else key
+    return None
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b))  # fmt: skip
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - an == that cannot answer (an array): not the same
+        return a is b
 
 
 def one_bmm_structure(models: Sequence[nn.Module]) -> bool:
