@@ -116,7 +116,8 @@ class Ahead:
 
     At most ``jobs`` children train at once, one part each (:meth:`want`); :meth:`after_trial`
     (an Optuna callback) collects the finished ones and starts the next, and asks for the parts
-    of each config that would enter the race if the search ended now. A part the race does not
+    of the best configs so far: the top k - 1 of the ``top_k`` that would enter the race if
+    the search ended now. A part the race does not
     take (the config fell out of the top-k, left the race, or the race ended early) only cost a
     core that was idle.
     """
@@ -151,8 +152,8 @@ class Ahead:
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         from autoinit._recommend import top_configs
 
-        if self._jobs:
-            configs = top_configs(study, self._top_k)
+        if self._jobs:  # the last of the top k is the likeliest to be pushed out by the end
+            configs = top_configs(study, max(self._top_k - 1, 1))
             self.want([p for c in configs for p in race_parts(c, self._seeds, self._race)])
 
     def __contains__(self, part: Part) -> bool:

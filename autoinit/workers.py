@@ -163,6 +163,10 @@ def _child(task: Callable[[], Any], threads: int, read: int, write: int) -> NoRe
     code = 1
     try:
         os.close(read)
+        # Fresh streams, to nowhere: a lock of the parent's (a thread writing to a notebook's
+        # stream at the fork) cannot hang the child, and the task's warnings, which the
+        # search's trials showed already, are not printed once more per child.
+        sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
         torch.set_num_threads(threads)
         payload = pickle.dumps(task())
         with os.fdopen(write, "wb") as pipe:

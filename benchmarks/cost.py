@@ -3,21 +3,25 @@
 Cost is counted in full-training equivalents (FTE): every optimizer step of the search trials
 (a duplicate trial, which reuses its twin, costs nothing), of the confirmation and of the step-0
 probes (one forward and backward pass each, counted as a step), over the steps of one full
-training of one config at the study's budget on all training rows. The time is the whole
+training of one config at the study's budget on all training rows. Every confirmation run
+started counts, whether the race used it or not (a run trained ahead while the search ran, or
+by a process a round left idle, for a config that then left the race). The time is the whole
 ``autoinit search`` path (``load_csv``, ``prepare_search``, ``SearchRun.optimize``,
 ``confirm_once``) over one full training of one config (``kaiming_normal`` + ReLU, all rows),
-timed in the same run: one full training before every search, the median kept. It is timed
-twice: with autoinit's fused optimizer (``time_ratio``: autoinit's own full training) and with
+timed in the same run: one full training before every search, the median kept, each the faster
+of one torch thread and one per core (the confirmation uses every core). It is timed twice:
+with autoinit's fused optimizer (``time_ratio``: autoinit's own full training) and with
 PyTorch's default Adam (``time_ratio_plain``: the full training of autoinit 0.1, and of a
 hand-written loop on a CPU).
 
-Configurations, on the same data, in one process:
+Configurations, on the same data:
 
 - ``today``: the median pruner, every row searched, one trial at a time, every confirmed config
-  trained on every seed (``race=False``), one config at a time (``together=False``), no
-  pre-screen, PyTorch's default (unfused) Adam: the search of autoinit 0.1.
+  trained on every seed (``race=False``), one config at a time (``together=False``) in one
+  process, no pre-screen, PyTorch's default (unfused) Adam: the search of autoinit 0.1.
 - ``new``: the defaults (the successive-halving pruner, ``search_rows``, ``population``, the
-  racing confirmation, its rounds trained together, the pre-screen).
+  racing confirmation, its rounds trained together and shared among the cores, with the runs
+  trained ahead on the core the search leaves idle, the pre-screen).
 - one run per lever with only that lever set back to today's (leave one out): each lever's
   share is what the new search saves with it. Setting back the confirmation reuses the new
   search's study and only confirms again.
@@ -39,7 +43,9 @@ import dataclasses
 import math
 import statistics
 import sys
+import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -48,19 +54,24 @@ import torch
 
 from autoinit import records, train
 from autoinit import study as studies
-from autoinit._recommend import confirm, confirm_once
+from autoinit._recommend import confirm, confirm_once, confirming_ahead
 from autoinit._search import Objective, prepare_search
 from autoinit.options import SearchOptions
 from autoinit.space import Config, resolve_space
 from autoinit.train import Budget, prepare_data
+from autoinit.workers import torch_threads, usable_cores
 from benchmarks.common import target, timed
 from benchmarks.cost_study import EXAMPLES, generated_frame, load
 
 TODAY = {"pruner": "median", "search_rows": None, "population": 1, "race": False,
-         "together": False, "prescreen": False, "fused": False}  # fmt: skip
+         "together": False, "prescreen": False, "fused": False, "processes": 1}  # fmt: skip
 # Leave-one-out: the new search with this lever set back to today's value. "population" is off
-# by default, so its run is the new search with population="auto" added instead.
-LEVERS = ("race", "together", "pruner", "search_rows", "fused")  # "prescreen", "population" too
+# by default, so its run is the new search with population="auto" added instead. "processes":
+# the confirmation's processes (``confirm_jobs``: "auto" is one per core, and the runs trained
+# ahead while the search runs; 1: one process, nothing ahead).
+LEVERS = ("race", "together", "pruner", "search_rows", "fused", "processes")
+CONFIRM_OPTIONS = ("pruner", "race", "together", "fused", "processes")  # not SearchOptions'
+
 ADDED = {"population": "auto"}
 REFERENCE = Config("kaiming_normal", "relu")
 
@@ -107,56 +118,99 @@ def _search(path: Path, changes: dict[str, Any], setting: Setting, storage: str,
 
 def _search_here(path: Path, changes: dict[str, Any], setting: Setting, storage: str,
                  name: str) -> dict[str, Any]:  # fmt: skip
-    def search() -> Any:
-        model_fn, data = load(path)
-        fields = {k: v for k, v in changes.items()
-                  if k not in ("pruner", "race", "together", "fused")}  # fmt: skip
-        options = SearchOptions(n_trials=setting.trials, epochs=setting.epochs, storage=storage,
-                                study_name=name, device="cpu", **fields)  # fmt: skip
-        if changes.get("pruner") == "median":  # today's: its warm-up is 30% of every row's steps
-            steps = setting.epochs * math.ceil(len(data.X_train) / 64)
-            options = dataclasses.replace(options, pruner=studies.median_pruner(steps))
-        run = prepare_search(model_fn, (data.X_train, data.y_train), (data.X_val, data.y_val),
-                             options, data_info={"file": path.name})  # fmt: skip
-        return run.optimize()
+    race, together = changes.get("race", True), changes.get("together", True)
+    jobs = changes.get("processes", "auto")
+    with contextlib.ExitStack() as stack:
+        counted = stack.enter_context(_counting_confirmation_runs())
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run, searching = timed(search)
-    return _confirmed(run, searching, race=changes.get("race", True),
-                      together=changes.get("together", True))  # fmt: skip
+        def search() -> Any:
+            model_fn, data = load(path)
+            fields = {k: v for k, v in changes.items() if k not in CONFIRM_OPTIONS}
+            options = SearchOptions(n_trials=setting.trials, epochs=setting.epochs,
+                                    storage=storage, study_name=name, device="cpu",
+                                    **fields)  # fmt: skip
+            if changes.get("pruner") == "median":  # today's: its warm-up is 30% of all steps
+                steps = setting.epochs * math.ceil(len(data.X_train) / 64)
+                options = dataclasses.replace(options, pruner=studies.median_pruner(steps))
+            run = prepare_search(model_fn, (data.X_train, data.y_train),
+                                 (data.X_val, data.y_val), options,
+                                 data_info={"file": path.name})  # fmt: skip
+            ahead = stack.enter_context(confirming_ahead(run, seeds=3, top_k=3, race=race,
+                                                         together=together, jobs=jobs))  # fmt: skip
+            return run.optimize(callbacks=[ahead.after_trial]), ahead
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (run, ahead), searching = timed(search)
+        return _confirmed(run, searching, race=race, together=together, jobs=jobs,
+                          ahead=ahead, counted=counted)  # fmt: skip
 
 
-def _confirmed(run: Any, searching: Any, *, race: bool, together: bool,
+@contextlib.contextmanager
+def _counting_confirmation_runs() -> Iterator[Callable[[], int]]:
+    """Every confirmation run started, wherever it trains: in a round, ahead in a child while
+    the search runs (forked children inherit the patch), or as a round's spare, used or not.
+    Each appends its count to a file; a run killed part-way counts in full (an upper bound)."""
+    import autoinit._recommend as recommending
+    import autoinit._rounds as rounds
+
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "runs"
+
+        def count(n: int) -> None:
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(f"{n}\n")
+
+        def together(objective: Any, runs: Any, guard: Any) -> Any:
+            count(len(runs))
+            return real_together(objective, runs, guard)
+
+        def once(objective: Any, config: Any, seed: int) -> Any:
+            count(1)
+            return real_once(objective, config, seed)
+
+        real_together, real_once = rounds.train_together, recommending._train_once
+        with mock.patch.object(rounds, "train_together", together), mock.patch.object(
+            recommending, "train_together", together), mock.patch.object(
+                recommending, "_train_once", once):  # fmt: skip
+            yield lambda: sum(int(n) for n in log.read_text().split()) if log.exists() else 0
+
+
+def _confirmed(run: Any, searching: Any, *, race: bool, together: bool, jobs: Any = "auto",
+               ahead: Any = None, counted: Callable[[], int] | None = None,
                again: bool = False) -> dict[str, Any]:  # fmt: skip
-    """``run``'s search confirmed (``race`` or in full, ``together`` or one config at a time;
-    ``again``: a study confirmed before): its cost, time and recommendation."""
-    with warnings.catch_warnings():
+    """``run``'s search confirmed (``race`` or in full, ``together`` or one config at a time,
+    in ``jobs`` processes, with the runs trained ``ahead``; ``again``: a study confirmed
+    before): its cost, time and recommendation."""
+    with contextlib.ExitStack() as stack, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        counted = counted or stack.enter_context(_counting_confirmation_runs())
         if again:  # confirm_once would return the stored result of the same key
             rec, confirming = timed(confirm, run.study, run.objective, seeds=3, top_k=3,
-                                    race=race, together=together)  # fmt: skip
+                                    race=race, together=together, jobs=jobs)  # fmt: skip
         else:
             rec, confirming = timed(confirm_once, run, seeds=3, top_k=3, race=race,
-                                    together=together)  # fmt: skip
+                                    together=together, jobs=jobs, ahead=ahead)  # fmt: skip
+        trained = counted()
     return {"run": run, "rec": rec, "searching": searching,
             "seconds": float(searching) + float(confirming),
-            "cpu": searching.cpu + confirming.cpu, **_cost(run, rec)}  # fmt: skip
+            "cpu": searching.cpu + confirming.cpu, **_cost(run, rec, trained)}  # fmt: skip
 
 
-def _cost(run: Any, rec: Any) -> dict[str, Any]:
+def _cost(run: Any, rec: Any, trained: int) -> dict[str, Any]:
     objective = run.objective  # every row: the unit of cost
     full = objective.budget.epochs * objective.data.steps_per_epoch
     trials = run.study.get_trials(deepcopy=False, states=studies.COUNTED_STATES)
     search_steps = sum(t.user_attrs.get(records.STEPS, 0) for t in trials
                        if records.TRIAL_DUPLICATE_OF not in t.user_attrs)  # fmt: skip
     probes = _probe_count(run)
-    confirm_runs = sum(len(r.values) for r in rec.ranking)
+    confirm_runs = trained  # every run started, used by the race or not (ahead, spares)
     confirm_steps = confirm_runs * full  # a run the guard stopped counts as full: an upper bound
     return {
         "search_fte": search_steps / full, "confirm_fte": confirm_steps / full,
         "probe_fte": probes / full, "fte": (search_steps + confirm_steps + probes) / full,
-        "confirm_runs": confirm_runs, "trials": len(trials),
+        "confirm_runs": confirm_runs, "raced_runs": sum(len(r.values) for r in rec.ranking),
+        "trials": len(trials),
         "pruned_by_pruner": sum(records.prune_kind(t) == "pruner" for t in trials),
     }  # fmt: skip
 
@@ -178,15 +232,18 @@ def _probe_count(run: Any) -> int:
 
 def _full_training(path: Path, epochs: int, fused: bool = True) -> Any:
     """The time of one full training of :data:`REFERENCE` on every training row, guarded, as
-    a confirmation run trains it (``fused``: see :func:`_optimizer`)."""
+    a confirmation run trains it (``fused``: see :func:`_optimizer`): the faster of one torch
+    thread and one per core (PyTorch's default), as a user training it alone would choose."""
     model_fn, data = load(path)
     prepared = prepare_data((data.X_train, data.y_train), (data.X_val, data.y_val),
                             task=data.task, seed=0)  # fmt: skip
     inits, activations = resolve_space(None, None)
     objective = Objective(model_fn, prepared, Budget(epochs=epochs), inits, activations, 0, {})
-    with _optimizer(fused):
-        _, seconds = timed(objective.attempt, REFERENCE, 1000, guard={})
-    return seconds
+    times = []
+    for threads in sorted({1, usable_cores()}):
+        with _optimizer(fused), torch_threads(threads, torch.device("cpu")):
+            times.append(timed(objective.attempt, REFERENCE, 1000, guard={})[1])
+    return min(times, key=float)
 
 
 def _three_seed_metric(result: dict[str, Any]) -> float | None:
@@ -219,7 +276,7 @@ def _summary(result: dict[str, Any], unit: float, unit_cpu: float,
         "time_ratio_plain": result["seconds"] / unit_plain if unit_plain else None,
         "cpu_ratio": result["cpu"] / unit_cpu, "trials": result["trials"],
         "pruned_by_pruner": result["pruned_by_pruner"], "confirm_runs": result["confirm_runs"],
-        "recommendation": winner.config.label,
+        "raced_runs": result["raced_runs"], "recommendation": winner.config.label,
         "metric": statistics.fmean(metrics) if metrics else None, "seeds": list(winner.seeds),
         "metric_3_seeds": result["metric_3_seeds"],
     }  # fmt: skip

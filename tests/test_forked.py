@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import pytest
 import torch
@@ -114,6 +115,17 @@ def test_text_printed_before_a_fork_is_printed_once(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120, check=True).stdout  # fmt: skip
     assert out == "before the fork\nafter\n"
+
+
+def test_a_child_prints_nothing(capfd):
+    def noisy():
+        print("from the child")
+        warnings.warn("a warning in the child", UserWarning, stacklevel=1)
+        return 1
+
+    assert workers.in_processes([lambda: 0, noisy]) == [0, 1]
+    out, err = capfd.readouterr()
+    assert "from the child" not in out and "a warning in the child" not in err
 
 
 def test_auto_is_one_process_per_usable_core_on_the_cpu_and_one_on_a_gpu(monkeypatch):
