@@ -117,7 +117,7 @@ class Ahead:
     At most ``jobs`` children train at once, one part each (:meth:`want`); :meth:`after_trial`
     (an Optuna callback) collects the finished ones and starts the next, and asks for the parts
     of the best configs so far: the top k - 1 of the ``top_k`` that would enter the race if
-    the search ended now. A part the race does not
+    the search ended now, at most k - 1 configs in all. A part the race does not
     take (the config fell out of the top-k, left the race, or the race ended early) only cost a
     core that was idle.
     """
@@ -131,9 +131,12 @@ class Ahead:
         self._queue: list[Part] = []
         self._running: dict[Part, Forked[list[list[Outcome]]]] = {}
         self._done: dict[Part, list[Outcome]] = {}
+        self._pinned: set[Config] = set()  # always wanted (the default)
+        self._guessed: set[Config] = set()  # the search's best so far, ever asked for
 
-    def want(self, parts: Sequence[Part]) -> None:
-        """Queue ``parts`` (those not already queued, running or done) and start what fits.
+    def want(self, parts: Sequence[Part], pin: bool = True) -> None:
+        """Queue ``parts`` (those not already queued, running or done) and start what fits;
+        ``pin``: their configs stay queued whatever the search finds (the default's).
 
         The queue runs by round: a first round's part (the first two seeds) before a later
         round's (one seed), since every config in the race trains its first round.
@@ -141,6 +144,8 @@ class Ahead:
         for part in parts:
             if part not in self and part not in self._queue:
                 self._queue.append(part)
+            if pin:
+                self._pinned.add(part[0])
         self._queue.sort(key=lambda part: part[1][0] != self._seeds[0])  # stable
         self._collect(wait=False)
         while self._queue and len(self._running) < self._jobs:
@@ -152,9 +157,18 @@ class Ahead:
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         from autoinit._recommend import top_configs
 
-        if self._jobs:  # the last of the top k is the likeliest to be pushed out by the end
-            configs = top_configs(study, max(self._top_k - 1, 1))
-            self.want([p for c in configs for p in race_parts(c, self._seeds, self._race)])
+        if not self._jobs:
+            return
+        # The last of the top k is the likeliest to be pushed out by the end; and at most k - 1
+        # configs are ever guessed, so that a search whose leaders keep changing (short trials,
+        # small data) wastes at most their runs.
+        room = max(self._top_k - 1, 1)
+        configs = [c for c in top_configs(study, room)
+                   if c in self._guessed or len(self._guessed) < room]  # fmt: skip
+        self._guessed.update(configs)
+        keep = set(configs) | self._pinned
+        self._queue = [part for part in self._queue if part[0] in keep]  # not yet started
+        self.want([p for c in configs for p in race_parts(c, self._seeds, self._race)], pin=False)
 
     def __contains__(self, part: Part) -> bool:
         return part in self._done or part in self._running

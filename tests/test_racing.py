@@ -438,3 +438,48 @@ def test_a_process_a_round_leaves_idle_trains_a_later_rounds_part(
     fresh = Ahead(objective, SEEDS, True, 3, 0, 1)
     alone = _train_together(objective, [(RACED[1], 1002)], 2, fresh)
     assert second[1] == alone[0]  # the spare's outcome: what its own round would have trained
+
+
+class _Child:
+    """A stand-in for a forked child: it records its task and never finishes by itself."""
+
+    def __init__(self, task, threads):
+        self.task, self.killed = task, False
+
+    def finished(self):
+        return False
+
+    def kill(self):
+        self.killed = True
+
+
+@linux_only
+def test_runs_are_trained_ahead_only_where_a_core_would_be_idle(blobs, storage_url, monkeypatch):
+    import autoinit._rounds as rounds
+    from autoinit._recommend import confirming_ahead
+    from autoinit._search import prepare_search
+    from autoinit.options import SearchOptions
+    from autoinit.testing import tiny_mlp
+
+    children = []
+    monkeypatch.setattr(rounds, "Forked", lambda task, threads: children.append(
+        _Child(task, threads)) or children[-1])  # fmt: skip
+
+    def ahead_of(jobs, **options):
+        children.clear()
+        run = prepare_search(tiny_mlp(8, 3), blobs, None, SearchOptions(
+            n_trials=2, max_steps=5, storage=storage_url, study_name=f"s{len(options)}{jobs}",
+            **options))  # fmt: skip
+        with confirming_ahead(run, seeds=3, top_k=3, jobs=jobs) as ahead:
+            parts = [task.args[1] for task in (c.task for c in children)]
+            run.optimize(callbacks=[ahead.after_trial])  # a finished trial asks for more
+            queued = list(ahead._queue)
+        return parts, queued, [c.killed for c in children]
+
+    parts, queued, killed = ahead_of(2)  # one idle core: one child at a time
+    default = Config("default", "relu")
+    assert parts == [[(default, (1000, 1001))]]
+    assert (default, (1002,)) in queued  # next, once the first is done
+    assert killed == [True]  # leaving the block kills what still trains
+    assert ahead_of(1)[0] == []  # one process: nothing ahead
+    assert ahead_of(3, n_jobs=2)[0] == []  # the search's own workers take the cores
