@@ -24,7 +24,7 @@ from autoinit._rounds import (
     Ahead,
     Outcome,
     Part,
-    outcome,
+    outcome_of,
     parts_of,
     race_parts,
     train_shared,
@@ -260,7 +260,7 @@ def _default_for(objective: Objective) -> Config:
 def _train_once(objective: Objective, config: Config, seed: int) -> Outcome:
     """One confirmation run: its loss (inf if it diverged), metric and why it stopped."""
     try:  # the guard stays on here, whatever the search used: a diverged run counts as inf
-        return outcome(objective.train(config, seed, guard=objective.guard or {}))
+        return outcome_of(objective.train(config, seed, guard=objective.guard or {}))
     except optuna.TrialPruned as stopped:
         return math.inf, None, str(stopped)
 
@@ -287,9 +287,9 @@ def _train_together(
     trained = train_shared(objective, here + extra, guard, jobs)
     got = dict(zip(here, trained))
     ahead.put(zip(extra, trained[len(here) :]))
-    got.update((part, ahead.take(part)) for part in parts if part not in got)  # last: its
-    by_run = {(c, s): o for (c, seeds), outcomes in got.items()  # children had this round's
-              for s, o in zip(seeds, outcomes)}  # time to finish  # fmt: skip
+    # Taken last: the children training them ahead had this round's time to finish.
+    got.update((part, ahead.take(part)) for part in parts if part not in got)
+    by_run = {(c, s): o for (c, seeds), done in got.items() for s, o in zip(seeds, done)}
     return [by_run[run] for run in runs]
 
 

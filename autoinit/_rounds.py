@@ -40,7 +40,7 @@ Outcome = tuple[float, float | None, str | None]  # a run's loss (inf: diverged)
 Part = tuple[Config, tuple[int, ...]]  # one config's seeds, trained as one batched model
 
 
-def outcome(result: RunResult) -> Outcome:
+def outcome_of(result: RunResult) -> Outcome:
     """A run's :data:`Outcome`; a run the guard stopped counts as inf."""
     if result.stop is not None:
         return math.inf, None, result.stop.reason
@@ -68,7 +68,7 @@ def train_together(
             trained = train_population([started[i][0] for i in ready], objective.data,
                                        objective.budget, seeds=[runs[i][1] for i in ready],
                                        guard=guard)  # fmt: skip
-        outcomes.update((i, outcome(result)) for i, result in zip(ready, trained))
+        outcomes.update((i, outcome_of(result)) for i, result in zip(ready, trained))
     return [outcomes[i] for i in range(len(runs))]
 
 
@@ -117,9 +117,9 @@ class Ahead:
     At most ``jobs`` children train at once, one part each (:meth:`want`); :meth:`after_trial`
     (an Optuna callback) collects the finished ones and starts the next, and asks for the parts
     of the best configs so far: the top k - 1 of the ``top_k`` that would enter the race if
-    the search ended now, at most k - 1 configs in all. A part the race does not
-    take (the config fell out of the top-k, left the race, or the race ended early) only cost a
-    core that was idle.
+    the search ended now, at most k - 1 configs in all. A part the race does not take (the
+    config fell out of the top k, left the race, or the race ended early) only cost a core that
+    was idle.
     """
 
     def __init__(
