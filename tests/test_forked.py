@@ -138,6 +138,9 @@ def test_auto_is_one_process_per_usable_core_on_the_cpu_and_one_on_a_gpu(monkeyp
     assert workers.resolve_jobs("auto", torch.device("cuda")) == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a CUDA build with a GPU
     assert workers.resolve_jobs("auto", cpu) == 1 and workers.resolve_jobs(4, cpu) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(workers.sys, "platform", "darwin")  # no safe fork: one process
+    assert workers.resolve_jobs("auto", cpu) == 1 and workers.resolve_jobs(4, cpu) == 1
 
 
 @pytest.mark.parametrize("bad", [0, -1, "all", 2.5, True])
