@@ -331,6 +331,8 @@ def confirm_once(
             if isinstance(outcome, NoRecommendation):
                 raise outcome
             return outcome
+        if ahead is not None:  # another process confirms: what this one trains ahead is waste
+            ahead.close()
         holder = claims.holder(study, key) or {}
         if not wait:
             raise ConfirmationElsewhere(holder)

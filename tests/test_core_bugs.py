@@ -237,8 +237,17 @@ def test_a_confirmation_held_elsewhere_names_its_holder_or_is_waited_for(
     run = _searched(blobs, small_mlp, storage_url)
     key = f"confirm:{run.options.n_trials}:2:1:True"
     assert claims.try_claim(run.study, key)  # as another process would have
+
+    class Ahead:  # runs this process trained ahead for a confirmation it does not run
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    ahead = Ahead()
     with pytest.raises(core("recommend").ConfirmationElsewhere) as elsewhere:
-        confirm_once(run, seeds=2, top_k=1, wait=False)
+        confirm_once(run, seeds=2, top_k=1, wait=False, ahead=ahead)
+    assert ahead.closed  # its children stop: the other process's race will not take them
     message = str(elsewhere.value)
     host = claims.holder(run.study, key)["host"]
     assert message == (f"the confirmation of this study is being run by {host} (PID "
