@@ -126,18 +126,25 @@ class Forked(Generic[T]):
             with contextlib.suppress(Exception):
                 stream.flush()
         self._read, write = os.pipe()
-        with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded process;
-            warnings.simplefilter("ignore", DeprecationWarning)  # the child takes no lock
-            self._pid = os.fork()
-        if self._pid == 0:
-            _child(task, threads, self._read, write)
+        try:
+            with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded
+                warnings.simplefilter("ignore", DeprecationWarning)  # process; the child
+                self._pid = os.fork()  # takes no lock
+        except OSError:  # no process to be had (a limit, memory): the task runs here later
+            os.close(self._read)
+            self._read, self._pid = -1, 0
+        else:
+            if self._pid == 0:
+                _child(task, threads, self._read, write)
         os.close(write)
 
     def finished(self) -> bool:
         """Whether the child has sent its result or ended (without waiting)."""
-        return bool(select.select([self._read], [], [], 0)[0])
+        return self._pid == 0 or bool(select.select([self._read], [], [], 0)[0])
 
     def result(self) -> T:
+        if self._pid == 0:  # the fork failed
+            return self.task()
         with os.fdopen(self._read, "rb") as pipe:
             self._read = -1
             payload = pipe.read()

@@ -55,6 +55,15 @@ def test_a_child_that_is_killed_costs_time_not_its_result():
     assert calls == [parent]  # the parent's list: the task ran here after the child died
 
 
+def test_a_fork_that_fails_runs_the_task_here(monkeypatch):
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # ulimit -u reached
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert workers.in_processes([_pid_and(0), _pid_and(1)]) == [(os.getpid(), 0),
+                                                                (os.getpid(), 1)]  # fmt: skip
+
+
 def test_an_error_in_a_child_is_raised_here_with_its_own_traceback():
     def task():
         raise ValueError("a bug in the task")
