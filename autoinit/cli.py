@@ -229,8 +229,8 @@ def _given(*, population: int | str | None, search_rows: int | str | None, unset
               help="Configs to confirm (plus PyTorch's default).")
 @click.option("--confirm-jobs", default="auto", show_default=True, metavar="N|auto",
               callback=_population,
-              help="Processes that share each round of the confirmation (auto: one per CPU "
-                   "core; 1 on a GPU).")
+              help="Processes that train the confirmation: its rounds, and its runs ahead "
+                   "while the search runs (auto: one per CPU core; 1 on a GPU).")
 @click.option("--no-race", is_flag=True,
               help="Confirm every config on every seed in one batched round, none dropped "
                    "early: more training, fewer rounds (faster where nobody would leave the "
