@@ -147,7 +147,7 @@ class Ahead:
             if pin:
                 self._pinned.add(part[0])
         self._queue.sort(key=lambda part: part[1][0] != self._seeds[0])  # stable
-        self._collect(wait=False)
+        self._collect_finished()
         while self._queue and len(self._running) < self._jobs:
             part = self._queue.pop(0)
             task = functools.partial(train_parts, self._objective, [part],
@@ -195,6 +195,6 @@ class Ahead:
             child.kill()
         self._running.clear()
 
-    def _collect(self, wait: bool) -> None:
-        for part in [p for p, child in self._running.items() if wait or child.finished()]:
+    def _collect_finished(self) -> None:
+        for part in [p for p, child in self._running.items() if child.finished()]:
             self.take(part)
