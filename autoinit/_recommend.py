@@ -23,11 +23,8 @@ from autoinit._apply import ModelFn
 from autoinit._rounds import (
     Ahead,
     Outcome,
-    Part,
     outcome_of,
     parts_of,
-    race_parts,
-    train_shared,
     train_together,
 )
 from autoinit._search import Objective, SearchRun, prepare_search
@@ -103,12 +100,15 @@ def confirm(
     default = _default_for(objective)
     seed_list = _confirm_seeds(objective, seeds)
     configs = list(dict.fromkeys([*candidates, default]))
-    if ahead is None:  # no runs trained during the search: a store for this race's spare runs
-        ahead = Ahead(objective, seed_list, race, top_k, 0, threads or 1)
+    if ahead is None:  # nothing trained during the search: the children of this race alone
+        ahead = Ahead(objective, seed_list, top_k, 0, threads or 1)
     ahead.keep_only(configs)
-    with torch_threads(threads, objective.data.device):
-        ranked = _race(objective, configs, seed_list, race=race, together=together,
-                       jobs=processes, ahead=ahead)  # fmt: skip
+    try:
+        with torch_threads(threads, objective.data.device):
+            ranked = _race(objective, configs, seed_list, race=race, together=together,
+                           jobs=processes, ahead=ahead)  # fmt: skip
+    finally:  # what still trains (a spare part of the race's end, Ctrl+C) is stopped
+        ahead.close()
     ranking = _rank(ranked)
     default_result = next(r for r in ranked if r.config == default)
     found = math.isfinite(ranking[0].mean) and ranking[0].dropped is None
@@ -152,7 +152,7 @@ def _race(
         now = seeds[done : (2 if race else len(seeds)) if first_round else done + 1]
         todo = [(c, s) for s in now for c in alive]
         upcoming = done + len(now)  # the next round's seed, which a process left idle can run
-        spare = ([(c, (seeds[upcoming],)) for c in _best_first(alive, runs)]
+        spare = ([(c, seeds[upcoming]) for c in _best_first(alive, runs)]
                  if race and upcoming < len(seeds) else [])  # fmt: skip
         outcomes = (_train_together(objective, todo, jobs, ahead, spare)
                     if together and len(todo) > 1
@@ -162,6 +162,8 @@ def _race(
         done += len(now)
         if race:
             dropped.update(_losers(alive, {c: [v for v, _, _ in runs[c]] for c in alive}))
+        if ahead is not None:  # a config that left trains no more
+            ahead.keep_only([c for c in alive if c not in dropped])
     return [
         Ranked(c, tuple(v for v, _, _ in runs[c]), tuple(m for _, m, _ in runs[c]),
                tuple(s for _, _, s in runs[c]), tuple(seeds[: len(runs[c])]), dropped.get(c))
@@ -270,25 +272,17 @@ def _train_together(
     runs: list[tuple[Config, int]],
     jobs: int = 1,
     ahead: Ahead | None = None,
-    spare: Sequence[Part] = (),
+    spare: Sequence[tuple[Config, int]] = (),
 ) -> list[Outcome]:
     """:func:`_train_once` for each (config, seed): as one batched model in one process, or in
-    parts shared among ``jobs`` processes (see :mod:`autoinit._rounds`).
-
-    With processes, the parts ``ahead`` holds are taken from it, and a process that this round
-    would leave idle trains one of the ``spare`` parts (a later round's) into ``ahead``.
+    parts on ``jobs`` processes (:meth:`Ahead.train_round`: the parts ``ahead`` holds are taken
+    from it, and a process the round leaves free trains the part of a ``spare`` run).
     """
-    guard = objective.guard or {}
     if jobs == 1 or ahead is None:
-        return train_together(objective, runs, guard)
-    parts = parts_of(runs)
-    here = [part for part in parts if part not in ahead]
-    extra = [part for part in spare if part not in ahead][: -len(here) % jobs]
-    trained = train_shared(objective, here + extra, guard, jobs)
-    got = dict(zip(here, trained))
-    ahead.put(zip(extra, trained[len(here) :]))
-    # Taken last: the children training them ahead had this round's time to finish.
-    got.update((part, ahead.take(part)) for part in parts if part not in got)
+        return train_together(objective, runs, objective.guard or {})
+    parts = [ahead.part_of(c, seeds) for c, seeds in parts_of(runs)]
+    later = [ahead.part_of(c, seeds) for c, seeds in parts_of(spare)]
+    got = ahead.train_round(parts, later, jobs)
     by_run = {(c, s): o for (c, seeds), done in got.items() for s, o in zip(seeds, done)}
     return [by_run[run] for run in runs]
 
@@ -367,9 +361,9 @@ def confirming_ahead(
     processes = resolve_jobs(jobs, objective.data.device, threads)
     idle = processes > 1 and run.options.n_jobs == 1 and together
     seed_list = _confirm_seeds(objective, seeds)
-    ahead = Ahead(objective, seed_list, race, top_k, processes - 1 if idle else 0, threads)
+    ahead = Ahead(objective, seed_list, top_k, processes - 1 if idle else 0, threads)
     if idle and not _confirmed(run.study, _confirm_key(run, seeds, top_k, race)):
-        ahead.want(race_parts(_default_for(objective), seed_list, race))
+        ahead.want([_default_for(objective)])
     try:
         yield ahead
     finally:

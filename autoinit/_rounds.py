@@ -1,19 +1,19 @@
-"""The confirmation's training: its rounds batched, shared among cores, the default's ahead.
+"""The confirmation's training: its rounds batched, on every core, the likely runs ahead.
 
 A round of the race trains (config, seed) runs, batched
 (:func:`autoinit.population.train_population`), and on a CPU with several cores in forked
 children (:mod:`autoinit.workers`).
 
+With several processes the race trains *parts*: the seeds of one config in one round, as one
+batched model, each in a child, a new one started as soon as a child is free. A part is
+computed the same way whichever process trains it and whenever, so the race's numbers do not
+depend on the number of cores or on timing. With one process a round trains as one batched
+model (the fastest there; the same up to float rounding).
+
 PyTorch's default is in every race, whatever the search finds, and the search's best configs
-so far are likely to be, so their runs can train before the search ends: :class:`Ahead` forks
+so far are likely to be, so their parts can train before the search ends: :class:`Ahead` forks
 them onto the cores that the search (one trial at a time) leaves idle, and the race takes their
 outcomes instead of training them again.
-
-With several processes the race trains *parts*: the seeds of one config in one round, as one
-batched model. A part is computed the same way whichever process trains it, and whether it was
-trained ahead or in its round, so the race's numbers do not depend on the number of cores or
-on timing. With one process a round trains as one batched model (the fastest there; the same up
-to float rounding).
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
-import torch
 
 from autoinit import records
 from autoinit.population import train_population
 from autoinit.space import Config
-from autoinit.workers import Forked, in_processes
+from autoinit.workers import Forked, wait_any
 
 if TYPE_CHECKING:
     from autoinit._search import Objective
@@ -85,48 +84,24 @@ def train_parts(objective: Objective, parts: Sequence[Part], guard: Any) -> list
     return [train_together(objective, [(c, s) for s in seeds], guard) for c, seeds in parts]
 
 
-def shares(items: Sequence[Any], count: int) -> list[list[Any]]:
-    """``items`` cut into up to ``count`` contiguous shares whose sizes differ by at most one."""
-    count = max(min(count, len(items)), 1)
-    size, extra = divmod(len(items), count)
-    bounds = [0]
-    for index in range(count):
-        bounds.append(bounds[-1] + size + (index < extra))
-    return [list(items[start:end]) for start, end in zip(bounds, bounds[1:])]
-
-
-def train_shared(
-    objective: Objective, parts: Sequence[Part], guard: Any, jobs: int
-) -> list[list[Outcome]]:
-    """:func:`train_parts` with the parts shared out among ``jobs`` processes."""
-    tasks = [functools.partial(train_parts, objective, share, guard)
-             for share in shares(parts, jobs)]  # fmt: skip
-    return [got for share in in_processes(tasks, torch.get_num_threads()) for got in share]
-
-
-def race_parts(config: Config, seeds: Sequence[int], race: bool) -> list[Part]:
-    """Every part a config gets if it stays in the race to the end (:func:`_recommend._race`):
-    its first two seeds (every seed without the race), then one seed a round."""
-    first = 2 if race else len(seeds)
-    return [(config, tuple(seeds[:first])), *((config, (s,)) for s in seeds[first:])]
-
-
 class Ahead:
-    """Parts of the race trained in forked children while the search runs, for the race to take.
+    """The race's parts, trained in forked children: while the search runs, for the race to
+    take (:meth:`want`), and in the race's rounds (:meth:`train_round`).
 
-    At most ``jobs`` children train at once, one part each (:meth:`want`); :meth:`after_trial`
-    (an Optuna callback) collects the finished ones and starts the next, and asks for the parts
-    of the best configs so far: the top k - 1 of the ``top_k`` that would enter the race if
-    the search ended now, at most k - 1 configs in all. A part the race does not take (the
-    config fell out of the top k, left the race, or the race ended early) only cost a core that
-    was idle.
+    At most ``jobs`` children train at once, one part each. A config trained ahead trains all
+    its seeds as one part (:meth:`part_of`), which batches them all (3 seeds cost about 1.6
+    trainings, against 2.35 for the race's 2 then 1); a config that leaves the race after
+    two seeds wastes its third, on a core that was idle. :meth:`after_trial` (an Optuna
+    callback) collects the finished parts and starts the next, and asks for the best configs
+    so far besides the default: k - 1 of the ``top_k`` that would enter the race if the search
+    ended now, at most k - 1 configs in all. A part the race does not take (the config fell
+    out of the top k, left the race, or the race ended early) only cost a core that was idle.
     """
 
     def __init__(
-        self, objective: Objective, seeds: Sequence[int], race: bool, top_k: int, jobs: int,
-        threads: int,
-    ) -> None:  # fmt: skip
-        self._objective, self._seeds, self._race, self._top_k = objective, seeds, race, top_k
+        self, objective: Objective, seeds: Sequence[int], top_k: int, jobs: int, threads: int
+    ) -> None:
+        self._objective, self._seeds, self._top_k = objective, tuple(seeds), top_k
         self._jobs, self._threads = jobs, threads
         self._queue: list[Part] = []
         self._running: dict[Part, Forked[list[list[Outcome]]]] = {}
@@ -134,25 +109,40 @@ class Ahead:
         self._pinned: set[Config] = set()  # always wanted (the default)
         self._guessed: set[Config] = set()  # the search's best so far, ever asked for
 
-    def want(self, parts: Sequence[Part], pin: bool = True) -> None:
-        """Queue ``parts`` (those not already queued, running or done) and start what fits;
-        ``pin``: their configs stay queued whatever the search finds (the default's).
+    def part_of(self, config: Config, seeds: Sequence[int]) -> Part:
+        """The part that trains ``config`` on ``seeds``: a config ever asked for ahead trains
+        all its seeds at once, whenever and wherever it trains, so that its numbers do not
+        depend on timing; any other trains the seeds of its round."""
+        whole = config in self._pinned or config in self._guessed
+        return config, self._seeds if whole else tuple(seeds)
 
-        The queue runs by round: a first round's part (the first two seeds) before a later
-        round's (one seed), since every config in the race trains its first round.
-        """
-        for part in parts:
+    def want(self, configs: Sequence[Config], pin: bool = True) -> None:
+        """Queue the parts of ``configs`` (unless queued, running or done) and start what fits;
+        ``pin``: they stay queued whatever the search finds (the default)."""
+        if pin:
+            self._pinned.update(configs)
+        for config in configs:
+            part = self.part_of(config, self._seeds)
             if part not in self and part not in self._queue:
                 self._queue.append(part)
-            if pin:
-                self._pinned.add(part[0])
-        self._queue.sort(key=lambda part: part[1][0] != self._seeds[0])  # stable
         self._collect_finished()
-        while self._queue and len(self._running) < self._jobs:
-            part = self._queue.pop(0)
-            task = functools.partial(train_parts, self._objective, [part],
-                                     self._objective.guard or {})  # fmt: skip
-            self._running[part] = Forked(task, self._threads)
+        self._start_queued()
+
+    def train_round(
+        self, parts: Sequence[Part], spare: Sequence[Part], jobs: int
+    ) -> dict[Part, list[Outcome]]:
+        """A round of the race: its ``parts`` that were not trained ahead, on up to ``jobs``
+        children at once, each started as soon as one is free (none waits for the slowest of a
+        fixed share); a child the round leaves free trains one of the ``spare`` parts (a later
+        round's), which goes on after the round for the next one to take."""
+        self._jobs = jobs
+        self._queue = [part for part in dict.fromkeys([*parts, *spare]) if part not in self]
+        while True:
+            self._collect_finished()
+            if all(part in self._done for part in parts):
+                return {part: self._done[part] for part in parts}
+            self._start_queued()
+            wait_any(self._running.values())
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         from autoinit._recommend import top_configs
@@ -161,14 +151,16 @@ class Ahead:
             return
         # The last of the top k is the likeliest to be pushed out by the end; and at most k - 1
         # configs are ever guessed, so that a search whose leaders keep changing (short trials,
-        # small data) wastes at most their runs.
+        # small data) wastes at most their runs. The default, trained anyway, takes no guess.
         room = max(self._top_k - 1, 1)
-        configs = [c for c in top_configs(study, room)
-                   if c in self._guessed or len(self._guessed) < room]  # fmt: skip
-        self._guessed.update(configs)
+        leaders = [c for c in top_configs(study, self._top_k) if c not in self._pinned][:room]
+        for config in leaders:
+            if len(self._guessed) < room:
+                self._guessed.add(config)
+        configs = [c for c in leaders if c in self._guessed]
         keep = set(configs) | self._pinned
         self._queue = [part for part in self._queue if part[0] in keep]  # not yet started
-        self.want([p for c in configs for p in race_parts(c, self._seeds, self._race)], pin=False)
+        self.want(configs, pin=False)
 
     def __contains__(self, part: Part) -> bool:
         return part in self._done or part in self._running
@@ -178,10 +170,6 @@ class Ahead:
         if part in self._running:
             self._done[part] = self._running.pop(part).result()[0]
         return self._done[part]
-
-    def put(self, done: Iterable[tuple[Part, list[Outcome]]]) -> None:
-        """Keep parts trained elsewhere (a race's spare processes) for the race to take."""
-        self._done.update(done)
 
     def keep_only(self, configs: Sequence[Config]) -> None:
         """Forget the queue and kill the children that train other configs than ``configs``."""
@@ -194,6 +182,13 @@ class Ahead:
         for child in self._running.values():
             child.kill()
         self._running.clear()
+
+    def _start_queued(self) -> None:
+        while self._queue and len(self._running) < self._jobs:
+            part = self._queue.pop(0)
+            task = functools.partial(train_parts, self._objective, [part],
+                                     self._objective.guard or {})  # fmt: skip
+            self._running[part] = Forked(task, self._threads)
 
     def _collect_finished(self) -> None:
         for part in [p for p, child in self._running.items() if child.finished()]:

@@ -7,7 +7,7 @@ Two kinds of worker process:
   budget is taken. Queued trials (the baselines) are taken by whichever process is free: SQLite
   runs with ``BEGIN IMMEDIATE`` (see :mod:`autoinit.study`), so two processes can never pop the
   same one;
-- the confirmation's (:class:`Forked`): forked children that each train a share of the
+- the confirmation's (:class:`Forked`): forked children that each train a part of the
   confirmation's runs and send their outcomes back through a pipe. They touch no storage, and
   a fork needs nothing pickled (a user's lambda ``model_fn`` works).
 """
@@ -21,7 +21,7 @@ import select
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 import optuna
@@ -76,7 +76,7 @@ def usable_cores() -> int:
 
 
 def can_fork(device: torch.device) -> bool:
-    """Whether :func:`in_processes` can run children: on Linux, on the CPU, and where PyTorch
+    """Whether :class:`Forked` can run children: on Linux, on the CPU, and where PyTorch
     has no GPU (the autograd engine of a CUDA build that sees a GPU refuses to run in a forked
     child; one GPU is shared by batching instead)."""
     return (sys.platform.startswith("linux") and device.type == "cpu"
@@ -96,17 +96,11 @@ def resolve_jobs(jobs: int | str, device: torch.device, threads: int | None = No
 T = TypeVar("T")
 
 
-def in_processes(tasks: Sequence[Callable[[], T]], threads: int = 1) -> list[T]:
-    """Run ``tasks`` at the same time, the first here and each other in a :class:`Forked` child;
-    their results, in order. On any exception here (Ctrl+C) the children are killed."""
-    children: list[Forked[T]] = []
-    try:
-        children = [Forked(task, threads) for task in tasks[1:]]
-        first = [task() for task in tasks[:1]]
-        return first + [child.result() for child in children]
-    finally:
-        for child in children:
-            child.kill()
+def wait_any(children: Iterable[Forked[Any]]) -> None:
+    """Wait until one of ``children`` has finished (at once if one has, or if there is none)."""
+    children = list(children)
+    if children and not any(child.finished() for child in children):
+        select.select(children, [], [])
 
 
 class Forked(Generic[T]):
@@ -137,6 +131,9 @@ class Forked(Generic[T]):
             if self._pid == 0:
                 _child(task, threads, self._read, write)
         os.close(write)
+
+    def fileno(self) -> int:  # for select(): the pipe the result comes through
+        return self._read
 
     def finished(self) -> bool:
         """Whether the child has sent its result or ended (without waiting)."""

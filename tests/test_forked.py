@@ -1,4 +1,4 @@
-"""Forked children (``autoinit.workers.Forked``, ``in_processes``): what the confirmation's
+"""Forked children (``autoinit.workers.Forked``, ``wait_any``): what the confirmation's
 processes rest on. Each test forks real children; none needs more than one core to pass."""
 
 from __future__ import annotations
@@ -24,19 +24,24 @@ def _pid_and(value):
     return lambda: (os.getpid(), value)
 
 
-def test_each_task_runs_in_its_own_process_and_results_come_back_in_order():
-    results = workers.in_processes([_pid_and(0), _pid_and(1), _pid_and(2)])
+def test_each_task_runs_in_its_own_child_at_the_same_time():
+    children = [workers.Forked(_pid_and(value)) for value in range(3)]  # all started first
+    results = [child.result() for child in children]
     assert [value for _, value in results] == [0, 1, 2]
-    pids = [pid for pid, _ in results]
-    assert pids[0] == os.getpid() and len(set(pids)) == 3  # the first here, the others forked
+    pids = {pid for pid, _ in results}
+    assert len(pids) == 3 and os.getpid() not in pids
 
 
 def test_tensors_and_torch_threads_cross_the_pipe():
     def task():
         return torch.get_num_threads(), torch.arange(4.0) * 2
 
-    (_, here), (threads, there) = workers.in_processes([lambda: (0, torch.zeros(1)), task],
-                                                       threads=1)  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threads, there = workers.Forked(task, threads=1).result()
+    finally:
+        torch.set_num_threads(before)
     assert threads == 1 and torch.equal(there, torch.tensor([0.0, 2.0, 4.0, 6.0]))
 
 
@@ -60,8 +65,10 @@ def test_a_fork_that_fails_runs_the_task_here(monkeypatch):
         raise BlockingIOError(11, "Resource temporarily unavailable")  # ulimit -u reached
 
     monkeypatch.setattr(os, "fork", no_fork)
-    assert workers.in_processes([_pid_and(0), _pid_and(1)]) == [(os.getpid(), 0),
-                                                                (os.getpid(), 1)]  # fmt: skip
+    child = workers.Forked(_pid_and(1))
+    assert child.finished()  # nothing to wait for
+    workers.wait_any([child])  # returns at once
+    assert child.result() == (os.getpid(), 1)
 
 
 def test_an_error_in_a_child_is_raised_here_with_its_own_traceback():
@@ -93,23 +100,15 @@ def test_finished_tells_a_running_child_from_one_that_is_done():
     assert quick.finished() and quick.result() == 7
 
 
-def test_an_error_here_kills_the_children(tmp_path):
-    pid_file = tmp_path / "child.pid"
-
-    def sleeper():
-        pid_file.write_text(str(os.getpid()))
-        time.sleep(60)
-
-    def here():  # Ctrl+C while the child trains
-        deadline = time.monotonic() + 60
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        workers.in_processes([here, sleeper])
-    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running for 60 s
-        os.kill(int(pid_file.read_text()), 0)
+def test_wait_any_returns_when_the_first_child_is_done():
+    slow = workers.Forked(lambda: time.sleep(60))
+    quick = workers.Forked(lambda: 7)
+    try:
+        workers.wait_any([slow, quick])  # not the 60 s
+        assert quick.finished() and not slow.finished() and quick.result() == 7
+    finally:
+        slow.kill()
+    workers.wait_any([])  # nothing to wait for
 
 
 def test_text_printed_before_a_fork_is_printed_once(tmp_path):
@@ -118,7 +117,7 @@ def test_text_printed_before_a_fork_is_printed_once(tmp_path):
         import sys
         from autoinit import workers
         sys.stdout.write("before the fork\\n")  # buffered: stdout is a pipe here
-        workers.in_processes([lambda: 1, lambda: 2])
+        assert workers.Forked(lambda: 2).result() == 2
         sys.stdout.write("after\\n")
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -132,7 +131,7 @@ def test_a_child_prints_nothing(capfd):
         warnings.warn("a warning in the child", UserWarning, stacklevel=1)
         return 1
 
-    assert workers.in_processes([lambda: 0, noisy]) == [0, 1]
+    assert workers.Forked(noisy).result() == 1
     out, err = capfd.readouterr()
     assert "from the child" not in out and "a warning in the child" not in err
 

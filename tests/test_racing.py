@@ -371,19 +371,29 @@ def _values(ranked):
     return [(r.config, r.seeds, r.values, r.metrics, r.dropped) for r in ranked]
 
 
+def _raced(objective, jobs, ahead_jobs=0, ahead_configs=()):
+    """A race on ``jobs`` processes, with ``ahead_configs`` trained ahead first; its children
+    stopped after it, as :func:`autoinit._recommend.confirm` stops them."""
+    from autoinit._rounds import Ahead
+
+    ahead = Ahead(objective, SEEDS, 3, ahead_jobs, 1)
+    ahead.want(ahead_configs)
+    try:
+        return _race(objective, RACED, SEEDS, race=True, together=True, jobs=jobs, ahead=ahead)
+    finally:
+        ahead.close()
+
+
 @linux_only
 def test_a_race_gives_the_same_numbers_with_any_number_of_processes(
     blobs, storage_url, monkeypatch, tmp_path
 ):
-    from autoinit._rounds import Ahead
-
     objective = _objective(blobs, storage_url)
     log = _logged(monkeypatch, tmp_path / "runs.log")
-    shared = {jobs: _race(objective, RACED, SEEDS, race=True, together=True, jobs=jobs,
-                          ahead=Ahead(objective, SEEDS, True, 3, 0, 1))  # fmt: skip
-              for jobs in (2, 3)}
+    shared = {jobs: _raced(objective, jobs) for jobs in (2, 3)}
     assert _values(shared[2]) == _values(shared[3])  # exactly: each part is computed alike
-    assert len({line.split("pid=")[1] for line in log()}) >= 3  # really in several processes
+    pids = {line.split("pid=")[1] for line in log()}
+    assert len(pids) >= 3 and str(os.getpid()) not in pids  # each part in a child
     one = _race(objective, RACED, SEEDS, race=True, together=True)  # one batched model a round
     for alone, parted in zip(one, shared[2]):
         assert alone.seeds == parted.seeds and alone.dropped == parted.dropped
@@ -394,24 +404,27 @@ def test_a_race_gives_the_same_numbers_with_any_number_of_processes(
 def test_parts_trained_ahead_are_taken_by_the_race_not_trained_again(
     blobs, storage_url, monkeypatch, tmp_path
 ):
-    from autoinit._rounds import Ahead, race_parts
+    from autoinit._rounds import train_parts
 
     objective = _objective(blobs, storage_url)
-    plain = _race(objective, RACED, SEEDS, race=True, together=True, jobs=2,
-                  ahead=Ahead(objective, SEEDS, True, 3, 0, 1))  # fmt: skip
+    default = RACED[-1]
+    plain = _raced(objective, 2)
+    whole = [v for v, _, _ in train_parts(objective, [(default, SEEDS)], {})[0]]
     log = _logged(monkeypatch, tmp_path / "runs.log")
-    ahead = Ahead(objective, SEEDS, True, 3, 2, 1)  # two children at a time
-    ahead.want(race_parts(RACED[-1], SEEDS, True))  # the default's: 1000+1001, and 1002
-    try:
-        raced = _race(objective, RACED, SEEDS, race=True, together=True, jobs=2, ahead=ahead)
-    finally:
-        ahead.close()
-    assert _values(raced) == _values(plain)
+    # The default, two children at a time, before the race: all its seeds as one part.
+    raced = _raced(objective, 2, ahead_jobs=2, ahead_configs=[default])
+    for alone, ahead in zip(plain, raced):
+        n = min(len(alone.values), len(ahead.values))
+        if ahead.config == default:  # the seeds the race took, of the part trained ahead
+            assert list(ahead.values) == whole[: len(ahead.values)]
+            assert alone.values[:n] == pytest.approx(ahead.values[:n], rel=1e-4, abs=1e-5)
+        else:
+            assert alone.values[:n] == ahead.values[:n]  # their parts: the same as without
     lines = log()
     default_runs = [line for line in lines if line.startswith("default:")]
-    # Each of the default's parts trained once, in a child (whether the race used it or not).
-    assert sorted(line.split(" pid=")[0] for line in default_runs) == [
-        "default:1000 default:1001", "default:1002"]  # fmt: skip
+    # The default's part trained once, in a child (whether the race used every seed or not).
+    assert [line.split(" pid=")[0] for line in default_runs] == [
+        "default:1000 default:1001 default:1002"]  # fmt: skip
     assert all(line.split("pid=")[1] != str(os.getpid()) for line in default_runs)
     trained = [run for line in lines for run in line.split(" pid=")[0].split()]
     assert len(trained) == len(set(trained))  # no run trained twice
@@ -419,7 +432,7 @@ def test_parts_trained_ahead_are_taken_by_the_race_not_trained_again(
 
 
 @linux_only
-def test_a_process_a_round_leaves_idle_trains_a_later_rounds_part(
+def test_a_child_a_round_leaves_free_trains_a_later_rounds_part(
     blobs, storage_url, monkeypatch, tmp_path
 ):
     from autoinit._recommend import _train_together
@@ -427,17 +440,59 @@ def test_a_process_a_round_leaves_idle_trains_a_later_rounds_part(
 
     objective = _objective(blobs, storage_url)
     log = _logged(monkeypatch, tmp_path / "runs.log")
-    ahead = Ahead(objective, SEEDS, True, 3, 0, 1)
-    first = [(c, s) for s in SEEDS[:2] for c in RACED[:3]]  # 3 parts on 2 processes
-    spare = [(RACED[1], (1002,)), (RACED[0], (1002,))]
-    _train_together(objective, first, 2, ahead, spare)
-    assert (RACED[1], (1002,)) in ahead and (RACED[0], (1002,)) not in ahead  # one idle process
-    second = _train_together(objective, [(RACED[0], 1002), (RACED[1], 1002)], 2, ahead)
+    ahead = Ahead(objective, SEEDS, 3, 0, 1)
+    first = [(RACED[0], 1000), (RACED[0], 1001)]  # one part on 2 processes: one child free
+    spare = [(RACED[1], 1002), (RACED[0], 1002)]  # the next round's runs, the best first
+    try:
+        _train_together(objective, first, 2, ahead, spare)
+        assert (RACED[1], (1002,)) in ahead  # started alongside, the best first
+        second = _train_together(objective, [(RACED[0], 1002), (RACED[1], 1002)], 2, ahead)
+    finally:
+        ahead.close()
     lines = [line.split(" pid=")[0] for line in log()]
-    assert len(lines) == 3 + 1 + 1 and lines.count("xavier_uniform:1002") == 1  # not retrained
-    fresh = Ahead(objective, SEEDS, True, 3, 0, 1)
+    assert lines.count("xavier_uniform:1002") == 1  # not trained again in its own round
+    assert len(lines) == len(set(lines)) == 3  # no part twice
+    fresh = Ahead(objective, SEEDS, 3, 0, 1)
     alone = _train_together(objective, [(RACED[1], 1002)], 2, fresh)
     assert second[1] == alone[0]  # the spare's outcome: what its own round would have trained
+
+
+@linux_only
+def test_ctrl_c_during_a_round_stops_its_children(blobs, storage_url, monkeypatch, tmp_path):
+    import time
+
+    import autoinit._rounds as rounds
+    from autoinit._recommend import confirm
+
+    objective = _objective(blobs, storage_url)
+    study = optuna.create_study(storage=storage_url, study_name="interrupted")
+    choices = {"init": [c.init for c in RACED[:2]], "activation": [c.activation for c in RACED[:2]]}
+    for config, loss in ((RACED[0], 0.5), (RACED[1], 0.6)):  # a search's two best
+        study.add_trial(optuna.trial.create_trial(
+            params={"init": config.init, "activation": config.activation}, value=loss,
+            distributions={k: optuna.distributions.CategoricalDistribution(v)
+                           for k, v in choices.items()}))  # fmt: skip
+    pids = tmp_path / "pids"
+
+    def training_for_a_minute(objective, parts, guard):
+        with open(pids, "a", encoding="utf-8") as out:
+            out.write(f"{os.getpid()}\n")
+        time.sleep(60)
+
+    def ctrl_c_once_both_train(children):
+        deadline = time.monotonic() + 60
+        while len(pids.read_text().split() if pids.exists() else []) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rounds, "train_parts", training_for_a_minute)
+    monkeypatch.setattr(rounds, "wait_any", ctrl_c_once_both_train)
+    with pytest.raises(KeyboardInterrupt):
+        confirm(study, objective, seeds=2, top_k=2, jobs=2)
+    for pid in pids.read_text().split():
+        with pytest.raises(ProcessLookupError):  # killed and reaped, not left for 60 s
+            os.kill(int(pid), 0)
 
 
 class _Child:
@@ -478,8 +533,41 @@ def test_runs_are_trained_ahead_only_where_a_core_would_be_idle(blobs, storage_u
 
     parts, queued, killed = ahead_of(2)  # one idle core: one child at a time
     default = Config("default", "relu")
-    assert parts == [[(default, (1000, 1001))]]
-    assert (default, (1002,)) in queued  # next, once the first is done
+    assert parts == [[(default, (1000, 1001, 1002))]]  # every seed of it, as one part
+    assert queued and all(c != default and seeds == (1000, 1001, 1002) for c, seeds in queued)
     assert killed == [True]  # leaving the block kills what still trains
     assert ahead_of(1)[0] == []  # one process: nothing ahead
     assert ahead_of(3, n_jobs=2)[0] == []  # the search's own workers take the cores
+
+
+def _study_of(losses):
+    """An in-memory study whose complete trials are ``losses``' configs."""
+    choices = {"init": sorted({c.init for c in losses}),
+               "activation": sorted({c.activation for c in losses})}  # fmt: skip
+    study = optuna.create_study()
+    for config, loss in losses.items():
+        study.add_trial(optuna.trial.create_trial(
+            params={"init": config.init, "activation": config.activation}, value=loss,
+            distributions={k: optuna.distributions.CategoricalDistribution(v)
+                           for k, v in choices.items()}))  # fmt: skip
+    return study
+
+
+def test_the_default_takes_no_guess_from_the_searchs_leaders(monkeypatch):
+    """The default trains ahead anyway: with it best in the search, the next k - 1 configs are
+    the guesses (it used to take one of the k - 1, and a search whose default led early got
+    only one config trained ahead)."""
+    import autoinit._rounds as rounds
+    from autoinit._rounds import Ahead
+
+    monkeypatch.setattr(rounds, "Forked", _Child)
+    default, a, b, c = D, A, B, C
+    study = _study_of({default: 0.1, a: 0.2, b: 0.3, c: 0.4})
+    ahead = Ahead(ScriptedObjective({}), SEEDS, 3, 1, 1)
+    ahead.want([default])
+    ahead.after_trial(study, study.trials[-1])
+    wanted = [part[0] for part in [*ahead._running, *ahead._queue]]
+    assert set(wanted) == {default, a, b}  # k - 1 = 2 guesses besides the default
+    ahead.after_trial(study, study.trials[-1])  # asked again: nothing more
+    assert sorted(map(str, wanted)) == sorted(str(p[0]) for p in [*ahead._running, *ahead._queue])
+    assert len(wanted) == 3  # each config once, all its seeds as one part
