@@ -82,7 +82,8 @@ FIELDS = {
         "fte_new": NUMBER, "time_ratio_today": NUMBER, "time_ratio_new": NUMBER,
         "time_ratio_plain_today": NUMBER, "time_ratio_plain_new": NUMBER,
         "cpu_ratio_today": NUMBER, "cpu_ratio_new": NUMBER, "metric_gap": OPTIONAL_NUMBER,
-        "worst_metric_gap": OPTIONAL_NUMBER, "datasets": dict,
+        "worst_metric_gap": OPTIONAL_NUMBER, "judged_gap": OPTIONAL_NUMBER,
+        "worst_judged_gap": OPTIONAL_NUMBER, "datasets": dict,
     },
 }  # fmt: skip
 COST_RUN = ("fte", "search_fte", "confirm_fte", "probe_fte", "seconds", "time_ratio",
