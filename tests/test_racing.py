@@ -571,3 +571,24 @@ def test_the_default_takes_no_guess_from_the_searchs_leaders(monkeypatch):
     ahead.after_trial(study, study.trials[-1])  # asked again: nothing more
     assert sorted(map(str, wanted)) == sorted(str(p[0]) for p in [*ahead._running, *ahead._queue])
     assert len(wanted) == 3  # each config once, all its seeds as one part
+
+
+@linux_only
+def test_a_child_killed_mid_round_costs_time_not_a_result(blobs, storage_url, monkeypatch):
+    """The pool's fault path: a child that dies (the OOM killer, a kill -9) sends nothing, and
+    its part trains again in the main process, to the same numbers."""
+    import signal
+
+    import autoinit._rounds as rounds
+
+    objective = _objective(blobs, storage_url)
+    expected = _raced(objective, 2)
+    parent, real = os.getpid(), rounds.train_parts
+
+    def dies_in_a_child(objective, parts, guard):
+        if os.getpid() != parent and parts[0][0] == RACED[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(objective, parts, guard)
+
+    monkeypatch.setattr(rounds, "train_parts", dies_in_a_child)
+    assert _values(_raced(objective, 2)) == _values(expected)
