@@ -154,8 +154,9 @@ def _race(
         upcoming = done + len(now)  # the next round's seed, which a process left idle can run
         spare = ([(c, seeds[upcoming]) for c in _best_first(alive, runs)]
                  if race and upcoming < len(seeds) else [])  # fmt: skip
+        # A lone run trains as is in one process; with processes it may have trained ahead.
         outcomes = (_train_together(objective, todo, jobs, ahead, spare)
-                    if together and len(todo) > 1
+                    if together and (len(todo) > 1 or jobs > 1)
                     else [_train_once(objective, c, s) for c, s in todo])  # fmt: skip
         for (config, _), got in zip(todo, outcomes):  # seeds in order, for each config
             runs[config].append(got)

@@ -592,3 +592,25 @@ def test_a_child_killed_mid_round_costs_time_not_a_result(blobs, storage_url, mo
 
     monkeypatch.setattr(rounds, "train_parts", dies_in_a_child)
     assert _values(_raced(objective, 2)) == _values(expected)
+
+
+@linux_only
+def test_a_lone_config_takes_the_run_it_trained_ahead(blobs, storage_url, monkeypatch, tmp_path):
+    """A race of the default alone (the search completed nothing else) runs one seed: with
+    processes, the one its part trained ahead, not a run trained again."""
+    from autoinit._rounds import Ahead, train_parts
+
+    objective = _objective(blobs, storage_url)
+    default = RACED[-1]
+    whole = train_parts(objective, [(default, SEEDS)], {})[0]
+    log = _logged(monkeypatch, tmp_path / "runs.log")
+    ahead = Ahead(objective, SEEDS, 3, 1, 1)
+    ahead.want([default])
+    try:
+        (ranked,) = _race(objective, [default], SEEDS, race=True, together=True, jobs=2,
+                          ahead=ahead)  # fmt: skip
+    finally:
+        ahead.close()
+    assert ranked.seeds == SEEDS[:1] and ranked.values == (whole[0][0],)
+    assert [line.split(" pid=")[0] for line in log()] == [
+        "default:1000 default:1001 default:1002"]  # fmt: skip
