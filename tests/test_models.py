@@ -73,7 +73,10 @@ def test_cnn_uses_the_activation_it_is_given() -> None:
 
 @pytest.mark.parametrize("cell, cls", [("gru", nn.GRU), ("lstm", nn.LSTM), ("rnn", nn.RNN)])
 def test_recurrent_nets_read_the_last_step(cell, cls) -> None:
-    model = RecurrentNet(3, 4, cell=cell, depth=2, width=5)
+    # A tanh head, seeded: with ReLU a 5-unit head can start all dead for every input (its
+    # output then a constant, whatever the steps), as an unseeded run in CI once drew.
+    torch.manual_seed(0)
+    model = RecurrentNet(3, 4, cell=cell, depth=2, width=5, activation=nn.Tanh)
     assert isinstance(model.rnn, cls) and model.rnn.num_layers == 2
     assert model.rnn.hidden_size == 5 and model.rnn.batch_first
     x = torch.randn(6, 9, 3)
