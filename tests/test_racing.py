@@ -465,13 +465,7 @@ def test_ctrl_c_during_a_round_stops_its_children(blobs, storage_url, monkeypatc
     from autoinit._recommend import confirm
 
     objective = _objective(blobs, storage_url)
-    study = optuna.create_study(storage=storage_url, study_name="interrupted")
-    choices = {"init": [c.init for c in RACED[:2]], "activation": [c.activation for c in RACED[:2]]}
-    for config, loss in ((RACED[0], 0.5), (RACED[1], 0.6)):  # a search's two best
-        study.add_trial(optuna.trial.create_trial(
-            params={"init": config.init, "activation": config.activation}, value=loss,
-            distributions={k: optuna.distributions.CategoricalDistribution(v)
-                           for k, v in choices.items()}))  # fmt: skip
+    study = _study_of({RACED[0]: 0.5, RACED[1]: 0.6})  # a search's two best
     pids = tmp_path / "pids"
 
     def training_for_a_minute(objective, parts, guard):
